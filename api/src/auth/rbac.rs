@@ -1,0 +1,84 @@
+//! Role-based access control as one table: which role holds which permission. The same table is
+//! printed in `docs/rbac.md`; a test checks every role against every management endpoint.
+
+use dermagate_storage::model::Role;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    ClusterRead,
+    ClusterManage,
+    OrganizationsManage,
+    OrganizationRead,
+    UsersManage,
+    UsersRead,
+    ClientsManage,
+    SigningKeysRotate,
+    AnalysesCreate,
+    ReportsRead,
+    SubjectsErase,
+}
+
+use Permission::*;
+
+/// (role, permissions). Organisation scoping is separate: every role except `platform_admin`
+/// acts only inside its own organisation.
+pub const TABLE: &[(Role, &[Permission])] = &[
+    (
+        Role::PlatformAdmin,
+        &[
+            ClusterRead,
+            ClusterManage,
+            OrganizationsManage,
+            OrganizationRead,
+            UsersManage,
+            UsersRead,
+            ClientsManage,
+            SigningKeysRotate,
+        ],
+    ),
+    (
+        Role::OrgAdmin,
+        &[OrganizationRead, UsersManage, UsersRead, ClientsManage, ReportsRead, SubjectsErase, AnalysesCreate],
+    ),
+    (Role::Clinician, &[OrganizationRead, AnalysesCreate, ReportsRead]),
+    (Role::Auditor, &[OrganizationRead, UsersRead, ReportsRead]),
+];
+
+pub fn role_has(role: Role, permission: Permission) -> bool {
+    TABLE.iter().any(|(r, perms)| *r == role && perms.contains(&permission))
+}
+
+pub fn roles_have(roles: &[Role], permission: Permission) -> bool {
+    roles.iter().any(|r| role_has(*r, permission))
+}
+
+/// Client keys carry scopes instead of roles; each scope grants exactly one permission.
+pub const SCOPES: &[(&str, Permission)] = &[("analyses:write", AnalysesCreate), ("reports:read", ReportsRead)];
+
+pub fn scopes_have(scopes: &[String], permission: Permission) -> bool {
+    SCOPES.iter().any(|(scope, p)| *p == permission && scopes.iter().any(|s| s == scope))
+}
+
+/// Which roles a caller may grant: a platform admin any, an org admin only non-admin roles of
+/// its organisation. This is what makes mass-assignment of privileges impossible.
+pub fn may_grant(granter: &[Role], role: Role) -> bool {
+    if granter.contains(&Role::PlatformAdmin) {
+        return true;
+    }
+    granter.contains(&Role::OrgAdmin) && matches!(role, Role::OrgAdmin | Role::Clinician | Role::Auditor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_platform_admin_manages_the_cluster_and_organisations() {
+        for role in [Role::OrgAdmin, Role::Clinician, Role::Auditor] {
+            assert!(!role_has(role, ClusterManage));
+            assert!(!role_has(role, OrganizationsManage));
+            assert!(!may_grant(&[role], Role::PlatformAdmin));
+        }
+        assert!(role_has(Role::PlatformAdmin, ClusterManage));
+    }
+}

@@ -1,0 +1,125 @@
+//! Cluster administration: who leads, each member's role, applied index and lag, and adding or
+//! removing members (platform administrators only).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use dermagate_raft::NodeInfo;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::rbac::Permission;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::json::Json;
+use crate::state::AppState;
+
+#[derive(Serialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub raft_addr: String,
+    pub api_url: String,
+    pub voter: bool,
+    pub reachable: bool,
+    pub role: Option<String>,
+    pub applied_index: Option<u64>,
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct ClusterView {
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub observed_by: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Deserialize)]
+struct PeerHealth {
+    role: String,
+    applied_index: Option<u64>,
+}
+
+pub async fn get_cluster(State(state): State<AppState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::ClusterRead)?;
+    Ok(axum::Json(cluster_view(&state).await))
+}
+
+async fn cluster_view(state: &AppState) -> ClusterView {
+    let status = state.node.status();
+    let probes = status.members.iter().map(|m| probe(state, m.id, &m.api_url));
+    let healths = futures::future::join_all(probes).await;
+    let leader_applied = status.applied_index.unwrap_or(0);
+    let nodes = status
+        .members
+        .iter()
+        .zip(healths)
+        .map(|(m, h)| {
+            let applied = h.as_ref().and_then(|h| h.applied_index);
+            NodeView {
+                id: m.id,
+                raft_addr: m.raft_addr.clone(),
+                api_url: m.api_url.clone(),
+                voter: m.voter,
+                reachable: h.is_some(),
+                role: h.map(|h| h.role),
+                applied_index: applied,
+                matched_index: m.matched_index,
+                lag: m.lag.or_else(|| applied.map(|a| leader_applied.saturating_sub(a))),
+            }
+        })
+        .collect();
+    ClusterView { leader_id: status.leader_id, term: status.term, observed_by: status.node_id, nodes }
+}
+
+/// Asks a member for its own view (its `/livez`), so roles and applied indexes are first-hand.
+async fn probe(state: &AppState, id: u64, api_url: &str) -> Option<PeerHealth> {
+    if id == state.node.id() {
+        let s = state.node.status();
+        return Some(PeerHealth { role: s.role.to_string(), applied_index: s.applied_index });
+    }
+    let client = state.peer_http.as_ref()?;
+    let resp = client.get(format!("{api_url}/livez")).timeout(Duration::from_millis(800)).send().await.ok()?;
+    resp.json().await.ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNode {
+    pub id: u64,
+    pub raft_addr: String,
+    pub api_url: String,
+}
+
+pub async fn add_node(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<AddNode>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::ClusterManage)?;
+    if body.id == 0 {
+        return Err(ApiError::validation("id", "positive", "node id must be a positive integer"));
+    }
+    if body.raft_addr.parse::<std::net::SocketAddr>().is_err() && !body.raft_addr.contains(':') {
+        return Err(ApiError::validation("raft_addr", "host_port", "raft_addr must be host:port"));
+    }
+    if !body.api_url.starts_with("https://") {
+        return Err(ApiError::validation("api_url", "https_url", "api_url must be an https:// URL"));
+    }
+    tracing::info!(node = body.id, raft_addr = %body.raft_addr, "adding cluster member");
+    state.node.add_node(body.id, NodeInfo { raft_addr: body.raft_addr, api_url: body.api_url }).await?;
+    Ok((StatusCode::CREATED, axum::Json(cluster_view(&state).await)))
+}
+
+pub async fn remove_node(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<u64>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::ClusterManage)?;
+    tracing::info!(node = id, "removing cluster member");
+    state.node.remove_node(id).await?;
+    Ok(axum::Json(cluster_view(&state).await))
+}

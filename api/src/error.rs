@@ -1,0 +1,198 @@
+//! The one error type of the HTTP API and its single mapping to RFC 9457 problem+json.
+//! 5xx details are logged, never sent to clients.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dermagate_raft::{MembershipError, WriteError};
+use dermagate_storage::StoreError;
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+const TYPE_BASE: &str = "https://dermagate.dev/problems/";
+
+/// RFC 9457 problem details, plus the offending field and rule for validation errors.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    Validation { field: String, rule: String, detail: String },
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or invalid credentials; `error` is the RFC 6750 code for WWW-Authenticate.
+    #[error("{detail}")]
+    Unauthorized { error: &'static str, detail: String },
+    #[error("{0}")]
+    Forbidden(String),
+    /// Also used for resources of another organisation, so ids are not confirmed.
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64, policy: String, name: &'static str },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The node cannot serve right now (no leader, stale, overloaded); retry elsewhere or later.
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after_secs: u64 },
+    /// A write whose outcome is unknown: it may or may not have been applied.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, rule: impl Into<String>, detail: impl Into<String>) -> ApiError {
+        ApiError::Validation { field: field.into(), rule: rule.into(), detail: detail.into() }
+    }
+
+    pub fn invalid_token(detail: impl Into<String>) -> ApiError {
+        ApiError::Unauthorized { error: "invalid_token", detail: detail.into() }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+
+    /// The error-code table: HTTP status, problem type slug and title of each error.
+    fn code(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "validation", "Invalid request"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "Unprocessable request"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, "outcome-unknown", "Outcome unknown"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code().0
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.code();
+        let detail = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                "the server could not complete the request; it has been logged".to_string()
+            }
+            other => other.to_string(),
+        };
+        let (field, rule) = match &self {
+            ApiError::Validation { field, rule, .. } => (Some(field.clone()), Some(rule.clone())),
+            _ => (None, None),
+        };
+        let problem =
+            Problem { type_uri: format!("{TYPE_BASE}{slug}"), title, status: status.as_u16(), detail, field, rule };
+        let mut resp = (status, axum::Json(problem)).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match &self {
+            ApiError::Unauthorized { error, detail } => {
+                let value = format!(
+                    "Bearer realm=\"dermagate\", error=\"{error}\", error_description=\"{}\"",
+                    detail.replace('"', "'")
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::TooManyRequests { retry_after_secs, policy, name } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                if let Ok(v) = HeaderValue::from_str(policy) {
+                    headers.insert("ratelimit-policy", v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r=0;t={retry_after_secs}")) {
+                    headers.insert("ratelimit", v);
+                }
+            }
+            ApiError::Unavailable { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NoLeader => {
+                ApiError::Unavailable { detail: "no cluster leader is available".into(), retry_after_secs: 1 }
+            }
+            WriteError::ShuttingDown => {
+                ApiError::Unavailable { detail: "this node is shutting down".into(), retry_after_secs: 1 }
+            }
+            WriteError::OutcomeUnknown(m) => {
+                tracing::warn!(error = %m, "write outcome unknown");
+                ApiError::OutcomeUnknown("the write may or may not have been applied; check before retrying".into())
+            }
+            WriteError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            MembershipError::Invalid(m) => ApiError::Unprocessable(m),
+            MembershipError::UnknownNode(id) => ApiError::NotFound(format!("node {id}")),
+            MembershipError::InProgress => ApiError::Conflict("another membership change is in progress".into()),
+            MembershipError::Write(w) => w.into(),
+        }
+    }
+}
+
+/// Rejections of axum's own extractors (bad JSON, wrong content type, body too large) as problems.
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection::*;
+        match r {
+            MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+            }
+            JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())),
+            JsonDataError(e) => ApiError::validation("body", "schema", e.body_text()),
+            BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge("request body exceeds the size limit".into())
+            }
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}

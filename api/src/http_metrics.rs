@@ -1,0 +1,34 @@
+//! RED metrics of every request by route template, method and status class, plus in-flight.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let in_flight = metrics::gauge!("dermagate_http_requests_in_flight");
+    in_flight.increment(1.0);
+    let resp = next.run(req).await;
+    in_flight.decrement(1.0);
+    let status = resp.status();
+    let class = format!("{}xx", status.as_u16() / 100);
+    metrics::counter!("dermagate_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status_class" => class)
+        .increment(1);
+    metrics::histogram!("dermagate_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    let reason = match status.as_u16() {
+        401 => Some("auth"),
+        429 => Some("rate_limit"),
+        503 => Some("shed"),
+        400 | 413 | 415 | 422 => Some("validation"),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        metrics::counter!("dermagate_http_rejected_total", "reason" => reason).increment(1);
+    }
+    resp
+}

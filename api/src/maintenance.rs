@@ -1,0 +1,35 @@
+//! Housekeeping the leader does on a timer: drop revoked token ids whose tokens have expired,
+//! drop retired signing keys, and rotate the signing key when it is older than the schedule.
+//! Only the leader proposes, so the cluster does each job once.
+
+use std::time::Duration;
+
+use dermagate_storage::model::{Command, KeyStatus};
+
+use crate::state::{now_secs, AppState};
+
+pub async fn run(state: AppState, every: Duration, rotate_after: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if state.node.status().role != "leader" {
+            continue;
+        }
+        if let Err(e) = tick(&state, rotate_after).await {
+            tracing::warn!(error = %e, "maintenance tick failed");
+        }
+    }
+}
+
+async fn tick(state: &AppState, rotate_after: Duration) -> Result<(), crate::ApiError> {
+    let now = now_secs();
+    state.commit(Command::PurgeRevocations { before: now }).await?;
+    let keys = state.store.signing_keys()?;
+    if keys.iter().any(|k| k.status == KeyStatus::Retiring && k.retire_after.is_some_and(|t| t < now)) {
+        state.commit(Command::PurgeSigningKeys { now_secs: now }).await?;
+    }
+    let newest_active = keys.iter().filter(|k| k.status == KeyStatus::Active).map(|k| k.created_at).max();
+    if newest_active.is_some_and(|created| now - created > rotate_after.as_secs() as i64) {
+        crate::signing_keys::rotate_now(state).await?;
+    }
+    Ok(())
+}

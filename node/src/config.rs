@@ -1,0 +1,398 @@
+//! The node's configuration: one versioned TOML file, unknown keys refused, every key
+//! overridable by a `DERMAGATE_*` environment variable (`DERMAGATE_API__LISTEN` for `api.listen`,
+//! `__` separating sections). Secrets are given as files (`*_file`). Everything is validated
+//! before any port is bound; a bad configuration exits with code 64 naming the bad key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The only configuration format version this binary reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub version: u32,
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub raft: RaftConfig,
+    pub tls: TlsConfig,
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// The URL other nodes and clients use to reach this node's API.
+    pub public_url: String,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    pub listen: SocketAddr,
+    /// host:port peers use to reach this node's Raft endpoint.
+    pub advertise: String,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election_min")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_max")]
+    pub election_timeout_max_ms: u64,
+    #[serde(default = "default_staleness")]
+    pub staleness_bound_ms: u64,
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_ms: u64,
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    #[serde(default = "default_keep_behind")]
+    pub keep_behind_snapshot: u64,
+    /// Plaintext gRPC between nodes. Only for local experiments; logged as a loud warning.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The key-encryption key (64 hex characters) that wraps the node's data keys.
+    pub kek_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Plain-HTTP Prometheus endpoint; loopback by default so it is not exposed with the API.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node creates the cluster on first start (exactly one node should have it).
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default)]
+    pub initial_members: Vec<MemberConfig>,
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub raft_addr: String,
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAdmin {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer: Option<String>,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl_secs: u64,
+    #[serde(default = "default_leeway")]
+    pub clock_leeway_secs: u64,
+    #[serde(default = "default_argon_memory")]
+    pub argon2_memory_kib: u32,
+    #[serde(default = "default_argon_iterations")]
+    pub argon2_iterations: u32,
+    #[serde(default = "default_password_min")]
+    pub password_min_length: usize,
+    /// Rotate the token-signing key when the active one is older than this.
+    #[serde(default = "default_key_rotation_days")]
+    pub signing_key_rotation_days: u64,
+    /// How long a rotated client secret keeps working.
+    #[serde(default = "default_secret_overlap")]
+    pub client_secret_overlap_secs: u64,
+    #[serde(default)]
+    pub lockout: LockoutConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutConfig {
+    pub max_failures: u32,
+    pub wait_increment_secs: u64,
+    pub max_wait_secs: u64,
+    pub failure_reset_secs: u64,
+    pub permanent_after_lockouts: u32,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            max_failures: 5,
+            wait_increment_secs: 60,
+            max_wait_secs: 900,
+            failure_reset_secs: 12 * 3600,
+            permanent_after_lockouts: 5,
+        }
+    }
+}
+
+/// Requests per second and burst; a rate of 0 disables the limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub sign_in_per_ip_per_second: u32,
+    pub sign_in_per_ip_burst: u32,
+    pub per_principal_per_second: u32,
+    pub per_principal_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            sign_in_per_ip_per_second: 10,
+            sign_in_per_ip_burst: 30,
+            per_principal_per_second: 200,
+            per_principal_burst: 400,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: None,
+            audience: default_audience(),
+            access_token_ttl_secs: default_access_ttl(),
+            clock_leeway_secs: default_leeway(),
+            argon2_memory_kib: default_argon_memory(),
+            argon2_iterations: default_argon_iterations(),
+            password_min_length: default_password_min(),
+            signing_key_rotation_days: default_key_rotation_days(),
+            client_secret_overlap_secs: default_secret_overlap(),
+            lockout: LockoutConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: default_log_level(), json: false }
+    }
+}
+
+fn default_max_body() -> usize {
+    20 << 20
+}
+fn default_request_timeout() -> u64 {
+    30_000
+}
+fn default_grace() -> u64 {
+    10_000
+}
+fn default_heartbeat() -> u64 {
+    50
+}
+fn default_election_min() -> u64 {
+    200
+}
+fn default_election_max() -> u64 {
+    400
+}
+fn default_staleness() -> u64 {
+    2_000
+}
+fn default_write_timeout() -> u64 {
+    5_000
+}
+fn default_snapshot_every() -> u64 {
+    5_000
+}
+fn default_keep_behind() -> u64 {
+    1_000
+}
+fn default_audience() -> String {
+    "dermagate-api".into()
+}
+fn default_access_ttl() -> u64 {
+    900
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_argon_memory() -> u32 {
+    19_456
+}
+fn default_argon_iterations() -> u32 {
+    2
+}
+fn default_password_min() -> usize {
+    12
+}
+fn default_key_rotation_days() -> u64 {
+    30
+}
+fn default_secret_overlap() -> u64 {
+    24 * 3600
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+/// Only variables that name a configuration key are overrides; other `DERMAGATE_*` variables
+/// (a test harness's, say) are not configuration and are left alone.
+fn is_config_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    const TOP: [&str; 3] = ["version", "node_id", "data_dir"];
+    const SECTIONS: [&str; 8] = ["api", "raft", "tls", "storage", "metrics", "cluster", "auth", "log"];
+    TOP.contains(&key.as_str()) || SECTIONS.iter().any(|s| key.starts_with(&format!("{s}__")))
+}
+
+impl NodeConfig {
+    /// Reads `path`, applies `DERMAGATE_*` overrides and validates the result.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        if !path.is_file() {
+            return Err(bad("--config", format!("{} is not a readable file", path.display())));
+        }
+        let config: NodeConfig = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("DERMAGATE_").filter(|k| is_config_key(k.as_str())).split("__"))
+            .extract()
+            .map_err(|e| {
+                let key = e.path.join(".");
+                let key = if key.is_empty() { "(file)".to_string() } else { key };
+                bad(&key, e.kind.to_string())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.version != CONFIG_VERSION {
+            return Err(bad(
+                "version",
+                format!("unsupported version {} (this binary reads {CONFIG_VERSION})", self.version),
+            ));
+        }
+        if self.node_id == 0 {
+            return Err(bad("node_id", "must be a positive integer"));
+        }
+        if !self.api.public_url.starts_with("https://") {
+            return Err(bad("api.public_url", "must be an https:// URL"));
+        }
+        if !self.raft.advertise.contains(':') {
+            return Err(bad("raft.advertise", "must be host:port"));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.heartbeat_ms * 3 > r.election_timeout_min_ms {
+            return Err(bad(
+                "raft.heartbeat_ms",
+                "must be positive and at most a third of raft.election_timeout_min_ms",
+            ));
+        }
+        if r.election_timeout_min_ms >= r.election_timeout_max_ms {
+            return Err(bad("raft.election_timeout_max_ms", "must be greater than raft.election_timeout_min_ms"));
+        }
+        if r.staleness_bound_ms < r.election_timeout_max_ms {
+            return Err(bad("raft.staleness_bound_ms", "must be at least raft.election_timeout_max_ms"));
+        }
+        if r.snapshot_every == 0 {
+            return Err(bad("raft.snapshot_every", "must be positive"));
+        }
+        for (key, file) in [
+            ("tls.ca_file", &self.tls.ca_file),
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+            ("storage.kek_file", &self.storage.kek_file),
+        ] {
+            if !file.is_file() {
+                return Err(bad(key, format!("{} is not a readable file", file.display())));
+            }
+        }
+        if self.cluster.bootstrap {
+            if !self.cluster.initial_members.iter().any(|m| m.id == self.node_id) {
+                return Err(bad("cluster.initial_members", "a bootstrap node must list itself"));
+            }
+            if let Some(admin) = &self.cluster.bootstrap_admin {
+                if !admin.password_file.is_file() {
+                    return Err(bad("cluster.bootstrap_admin.password_file", "is not a readable file"));
+                }
+            }
+        }
+        if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 24 * 3600 {
+            return Err(bad("auth.access_token_ttl_secs", "must be between 1 and 86400"));
+        }
+        if self.auth.lockout.max_failures == 0 {
+            return Err(bad("auth.lockout.max_failures", "must be positive"));
+        }
+        if self.auth.signing_key_rotation_days == 0 {
+            return Err(bad("auth.signing_key_rotation_days", "must be positive"));
+        }
+        if self.auth.argon2_memory_kib < 8 * 1024 || self.auth.argon2_iterations == 0 {
+            return Err(bad("auth.argon2_memory_kib", "argon2id needs at least 8192 KiB and one iteration"));
+        }
+        Ok(())
+    }
+}

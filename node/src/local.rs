@@ -1,0 +1,270 @@
+//! `dermagate local up|down`: a cluster of real node processes on loopback with HTTPS, mTLS Raft
+//! and encrypted storage, for trying the product and for tests. Starting again on the same
+//! directory resumes the same cluster with its data.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use dermagate_storage::Kek;
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::certs;
+use crate::cluster_file::{AdminEntry, ClusterFile, NodeEntry};
+use crate::process;
+
+pub const ADMIN_USERNAME: &str = "admin";
+
+struct Ports {
+    api: u16,
+    raft: u16,
+    metrics: u16,
+}
+
+/// Free loopback ports, all reserved at once so they differ from each other.
+fn free_ports(n: usize) -> anyhow::Result<Vec<Ports>> {
+    let listeners: Vec<TcpListener> = (0..n * 3).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    Ok(ports.chunks(3).map(|c| Ports { api: c[0], raft: c[1], metrics: c[2] }).collect())
+}
+
+fn node_dir(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node{id}"))
+}
+
+fn config_path(dir: &Path, id: u64) -> PathBuf {
+    node_dir(dir, id).join("node.toml")
+}
+
+fn node_config(dir: &Path, id: u64, ports: &[Ports], members: &str) -> String {
+    let p = &ports[(id - 1) as usize];
+    let nd = node_dir(dir, id);
+    let certs = dir.join("certs");
+    let bootstrap = if id == 1 {
+        format!(
+            "bootstrap = true\n{members}\n[cluster.bootstrap_admin]\nusername = \"{ADMIN_USERNAME}\"\npassword_file = \"{}\"\n",
+            dir.join("admin-password").display()
+        )
+    } else {
+        "bootstrap = false\n".to_string()
+    };
+    format!(
+        r#"# dermagate node {id}, written by `dermagate local up`.
+version = 1
+node_id = {id}
+data_dir = "{data}"
+
+[api]
+listen = "127.0.0.1:{api}"
+public_url = "https://127.0.0.1:{api}"
+
+[raft]
+listen = "127.0.0.1:{raft}"
+advertise = "127.0.0.1:{raft}"
+
+[tls]
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
+
+[storage]
+kek_file = "{kek}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[cluster]
+{bootstrap}"#,
+        data = nd.join("data").display(),
+        api = p.api,
+        raft = p.raft,
+        metrics = p.metrics,
+        ca = certs::ca_cert_path(&certs).display(),
+        cert = certs::node_cert_path(&certs, id).display(),
+        key = certs::node_key_path(&certs, id).display(),
+        kek = nd.join("kek.key").display(),
+    )
+}
+
+fn members_toml(ports: &[Ports]) -> String {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "[[cluster.initial_members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\napi_url = \"https://127.0.0.1:{}\"\n",
+                i + 1,
+                p.raft,
+                p.api
+            )
+        })
+        .collect()
+}
+
+/// Writes certificates, keys, the admin password and one config per node (first start only).
+fn prepare(dir: &Path, nodes: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    certs::init(&dir.join("certs"), nodes, "dermagate local cluster CA", 365)?;
+    let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
+    certs::write_private(&dir.join("admin-password"), password.as_bytes())?;
+    let ports = free_ports(nodes as usize)?;
+    let members = members_toml(&ports);
+    for id in 1..=nodes {
+        let nd = node_dir(dir, id);
+        std::fs::create_dir_all(nd.join("data"))?;
+        certs::write_private(&nd.join("kek.key"), Kek::generate_hex().as_bytes())?;
+        std::fs::write(config_path(dir, id), node_config(dir, id, &ports, &members))?;
+    }
+    Ok(())
+}
+
+fn entry_for(dir: &Path, id: u64, pid: u32) -> anyhow::Result<NodeEntry> {
+    let cfg = crate::config::NodeConfig::load(&config_path(dir, id)).map_err(|e| anyhow!("{e}"))?;
+    Ok(NodeEntry {
+        id,
+        api_url: cfg.api.public_url.clone(),
+        raft_addr: cfg.raft.advertise.clone(),
+        metrics_url: cfg.metrics.listen.map(|a| format!("http://{a}/metrics")).unwrap_or_default(),
+        pid,
+        data_dir: cfg.data_dir.clone(),
+        log_file: log_path(dir, id),
+        config: config_path(dir, id),
+    })
+}
+
+pub fn log_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("logs").join(format!("node{id}.log"))
+}
+
+/// Starts `dermagate serve` for node `id` in its own process group, logging to its log file.
+pub fn spawn_node(dir: &Path, id: u64) -> anyhow::Result<u32> {
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path(dir, id))?;
+    let exe = std::env::current_exe().context("locating the dermagate binary")?;
+    let child = process::detached(
+        Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(config_path(dir, id))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )
+    .spawn()
+    .with_context(|| format!("starting node {id}"))?;
+    Ok(child.id())
+}
+
+fn node_count(dir: &Path) -> u64 {
+    (1..).take_while(|id| config_path(dir, *id).is_file()).count() as u64
+}
+
+pub async fn up(dir: &Path, nodes: u64) -> anyhow::Result<()> {
+    if !(1..=9).contains(&nodes) {
+        bail!("--nodes must be between 1 and 9");
+    }
+    let dir = std::path::absolute(dir)?;
+    if let Ok(existing) = ClusterFile::read(&dir) {
+        if existing.nodes.iter().any(|n| process::is_alive(n.pid)) {
+            bail!(
+                "a cluster is already running in {} (run `dermagate local down --dir {}` first)",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    let count = if config_path(&dir, 1).is_file() {
+        println!("resuming the cluster in {}", dir.display());
+        node_count(&dir)
+    } else {
+        prepare(&dir, nodes)?;
+        nodes
+    };
+    let mut entries = Vec::new();
+    for id in 1..=count {
+        let pid = spawn_node(&dir, id)?;
+        entries.push(entry_for(&dir, id, pid)?);
+    }
+    let file = ClusterFile {
+        ca_cert: certs::ca_cert_path(&dir.join("certs")),
+        nodes: entries,
+        admin: AdminEntry { username: ADMIN_USERNAME.into(), password_file: dir.join("admin-password") },
+        lb_url: None,
+    };
+    file.write(&dir)?;
+    wait_until_serving(&file, Duration::from_secs(90)).await?;
+    print_summary(&dir, &file);
+    Ok(())
+}
+
+/// Waits until every node is ready and the bootstrap administrator can sign in.
+pub async fn wait_until_serving(file: &ClusterFile, timeout: Duration) -> anyhow::Result<()> {
+    let client = file.http_client()?;
+    let deadline = Instant::now() + timeout;
+    for node in &file.nodes {
+        loop {
+            let ready =
+                client.get(format!("{}/readyz", node.api_url)).send().await.is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            if !process::is_alive(node.pid) {
+                bail!("node {} exited during start-up; see {}", node.id, node.log_file.display());
+            }
+            if Instant::now() > deadline {
+                bail!("node {} not ready after {:?}; see {}", node.id, timeout, node.log_file.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let body = serde_json::json!({ "username": file.admin.username, "password": file.admin_password()? });
+    loop {
+        let url = format!("{}/v1/auth/login", file.nodes[0].api_url);
+        if client.post(url).json(&body).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the bootstrap administrator cannot sign in after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_summary(dir: &Path, file: &ClusterFile) {
+    println!("dermagate local cluster is up ({} nodes):", file.nodes.len());
+    for n in &file.nodes {
+        println!("  node {}  api {}  raft {}  metrics {}  pid {}", n.id, n.api_url, n.raft_addr, n.metrics_url, n.pid);
+    }
+    let api = &file.nodes[0].api_url;
+    let ca = file.ca_cert.display();
+    println!("\ncluster file: {}", crate::cluster_file::path(dir).display());
+    println!("admin user:   {} (password in {})", file.admin.username, file.admin.password_file.display());
+    println!("\nTry it:");
+    println!("  curl --cacert {ca} {api}/readyz");
+    println!(
+        "  TOKEN=$(curl -s --cacert {ca} {api}/v1/auth/login -H 'Content-Type: application/json' \\\n      -d \"{{\\\"username\\\":\\\"admin\\\",\\\"password\\\":\\\"$(cat {})\\\"}}\" | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')",
+        file.admin.password_file.display()
+    );
+    println!("  curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" {api}/v1/cluster");
+    println!("\nStop it with: dermagate local down --dir {}", dir.display());
+}
+
+pub async fn down(dir: &Path) -> anyhow::Result<()> {
+    let file = ClusterFile::read(dir)?;
+    let pids: Vec<u32> = file.nodes.iter().map(|n| n.pid).filter(|p| process::is_dermagate(*p)).collect();
+    for pid in &pids {
+        process::terminate(*pid);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids.iter().any(|p| process::is_alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in pids.iter().filter(|p| process::is_alive(**p)) {
+        eprintln!("node pid {pid} did not stop in time; killing it");
+        process::kill(*pid);
+    }
+    println!("stopped {} node(s) in {} (data kept; `local up` resumes it)", pids.len(), dir.display());
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The `dermagate` binary: one executable for serving a node, creating certificates, running a
+//! local cluster and benchmarking it. `anyhow` lives here, at the edge, and nowhere below.
+
+mod bench;
+mod certs;
+mod cluster_file;
+mod config;
+mod local;
+mod process;
+mod serve;
+mod telemetry;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// sysexits EX_USAGE / EX_CONFIG-like code for bad configuration or command lines.
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "dermagate", version, about = "Clustered, secure REST front of an AI medical device for dermatology")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Certificates for local clusters.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCmd,
+    },
+    /// A local cluster of real node processes on loopback.
+    Local {
+        #[command(subcommand)]
+        command: LocalCmd,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
+    /// Generate a key-encryption key file (64 hex characters, mode 0600).
+    Kek {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a cluster CA and per-node certificates (node-<id>.dermagate, localhost, 127.0.0.1).
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value = "dermagate cluster CA")]
+        ca_name: String,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Issue a certificate for one more node from an existing CA directory (ca.pem, ca.key).
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalCmd {
+    /// Start (or resume) a local cluster and write DIR/cluster.json.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value = ".local-cluster")]
+        dir: PathBuf,
+    },
+    /// Stop the local cluster in DIR (its data is kept).
+    Down {
+        #[arg(long, default_value = ".local-cluster")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Replicated writes at several client counts, then the failover window.
+    Writes {
+        #[arg(long, default_value = ".local-cluster")]
+        dir: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        failover_trials: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BAD_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    // One crypto provider for the whole process, before anything builds a TLS configuration.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Cmd::Serve { config } => serve_main(&config),
+        other => {
+            telemetry::init_tracing("warn", false);
+            match run_tool(other) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve_main(path: &std::path::Path) -> ExitCode {
+    let config = match config::NodeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    telemetry::init_tracing(&config.log.level, config.log.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot bind metrics.listen {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        let handle = telemetry::install_recorder()?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(listener) = metrics_listener {
+            telemetry::log_bound("metrics", listener.local_addr()?);
+            let mut rx = stop_rx.clone();
+            tokio::spawn(telemetry::serve_metrics(listener, handle, async move {
+                let _ = rx.changed().await;
+            }));
+        }
+        let result = serve::run(config, shutdown_signal()).await;
+        let _ = stop_tx.send(true);
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "node failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+}
+
+fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cmd {
+        Cmd::Serve { .. } => unreachable!("handled by serve_main"),
+        Cmd::Certs { command: CertsCmd::Init { out, nodes, ca_name, days } } => {
+            let paths = certs::init(&out, nodes, &ca_name, days)?;
+            println!(
+                "wrote CA {} and {} node certificate(s) in {}",
+                paths.ca_cert.display(),
+                paths.node_cert.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Certs { command: CertsCmd::Issue { dir, node_id, days } } => {
+            let path = certs::issue(&dir, node_id, days)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        Cmd::Kek { out } => {
+            certs::write_private(&out, dermagate_storage::Kek::generate_hex().as_bytes())?;
+            println!("wrote key-encryption key {}", out.display());
+            Ok(())
+        }
+        Cmd::Local { command: LocalCmd::Up { nodes, dir } } => rt.block_on(local::up(&dir, nodes)),
+        Cmd::Local { command: LocalCmd::Down { dir } } => rt.block_on(local::down(&dir)),
+        Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials } } => {
+            rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials))
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `dermagate serve`: start-up and orderly shutdown of one node.
+//!
+//! Start-up opens the encrypted store, starts Raft and its mTLS gRPC endpoint, bootstraps the
+//! cluster if this is the bootstrap node, then serves the HTTPS API and `/metrics`.
+//! Shutdown (SIGTERM/SIGINT) stops accepting connections, lets in-flight requests finish under a
+//! grace timeout (Raft keeps running for them), stops Raft (a leader's followers elect a new
+//! leader within the election timeout), then flushes storage and exits 0.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use axum_server::tls_rustls::RustlsConfig;
+use dermagate_api::auth::password::{PasswordSettings, Passwords};
+use dermagate_api::auth::tokens::{TokenService, TokenSettings};
+use dermagate_api::rate_limit::{Limit, RateLimitSettings, RateLimits};
+use dermagate_api::{ApiSettings, AppState, Inner};
+use dermagate_raft::network::Network;
+use dermagate_raft::{NodeInfo, PeerTls, RaftNode, RaftSettings};
+use dermagate_storage::model::LockoutPolicy;
+use dermagate_storage::{Kek, Store};
+
+use crate::config::NodeConfig;
+use crate::{telemetry, tls};
+
+pub fn raft_settings(config: &NodeConfig) -> RaftSettings {
+    let r = &config.raft;
+    RaftSettings {
+        heartbeat_interval: Duration::from_millis(r.heartbeat_ms),
+        election_timeout_min: Duration::from_millis(r.election_timeout_min_ms),
+        election_timeout_max: Duration::from_millis(r.election_timeout_max_ms),
+        write_timeout: Duration::from_millis(r.write_timeout_ms),
+        snapshot_every: r.snapshot_every,
+        keep_behind_snapshot: r.keep_behind_snapshot,
+        staleness_bound: Duration::from_millis(r.staleness_bound_ms),
+        ..RaftSettings::default()
+    }
+}
+
+fn peer_tls(config: &NodeConfig) -> anyhow::Result<Option<PeerTls>> {
+    if config.raft.insecure_plaintext {
+        tracing::warn!(
+            "!!! raft.insecure_plaintext is set: node-to-node traffic is NOT encrypted or authenticated. \
+             Use this only for local experiments, never with real data. !!!"
+        );
+        return Ok(None);
+    }
+    let t = &config.tls;
+    Ok(Some(PeerTls::from_files(&t.ca_file, &t.cert_file, &t.key_file).context("reading TLS files")?))
+}
+
+fn initial_members(config: &NodeConfig) -> BTreeMap<u64, NodeInfo> {
+    config
+        .cluster
+        .initial_members
+        .iter()
+        .map(|m| (m.id, NodeInfo { raft_addr: m.raft_addr.clone(), api_url: m.api_url.clone() }))
+        .collect()
+}
+
+fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> anyhow::Result<AppState> {
+    let a = &config.auth;
+    let tokens = TokenService::new(
+        store.clone(),
+        TokenSettings {
+            issuer: a.issuer.clone().unwrap_or_else(|| config.api.public_url.trim_end_matches('/').to_string()),
+            audience: a.audience.clone(),
+            access_ttl: Duration::from_secs(a.access_token_ttl_secs),
+            leeway: Duration::from_secs(a.clock_leeway_secs),
+        },
+    );
+    let passwords = Passwords::new(&PasswordSettings {
+        memory_kib: a.argon2_memory_kib,
+        iterations: a.argon2_iterations,
+        parallelism: 1,
+        min_length: a.password_min_length,
+    })
+    .map_err(|e| anyhow!(e))?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&config.tls.ca_file)?).context("CA certificate")?;
+    let peer_http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("peer HTTP client")?;
+    let l = &a.lockout;
+    let lockout = LockoutPolicy {
+        max_failures: l.max_failures,
+        wait_increment_ms: (l.wait_increment_secs * 1000) as i64,
+        max_wait_ms: (l.max_wait_secs * 1000) as i64,
+        failure_reset_ms: (l.failure_reset_secs * 1000) as i64,
+        permanent_after: l.permanent_after_lockouts,
+    };
+    let r = &a.rate_limit;
+    let rate_limits = RateLimitSettings {
+        per_ip_sign_in: Limit { per_second: r.sign_in_per_ip_per_second, burst: r.sign_in_per_ip_burst },
+        per_principal: Limit { per_second: r.per_principal_per_second, burst: r.per_principal_burst },
+    };
+    Ok(AppState(Arc::new(Inner {
+        node,
+        store,
+        tokens,
+        passwords,
+        settings: ApiSettings {
+            max_body_bytes: config.api.max_body_bytes,
+            request_timeout: Duration::from_millis(config.api.request_timeout_ms),
+            client_secret_overlap: Duration::from_secs(a.client_secret_overlap_secs),
+            lockout,
+            rate_limits,
+        },
+        peer_http: Some(peer_http),
+        rate_limits: RateLimits::new(&rate_limits),
+    })))
+}
+
+/// On the bootstrap node: once a leader exists, create the operator organisation, the initial
+/// administrator and the first signing key (idempotent; retried until it succeeds).
+fn spawn_bootstrap(config: &NodeConfig, state: AppState) -> anyhow::Result<()> {
+    if !config.cluster.bootstrap {
+        return Ok(());
+    }
+    let admin = match &config.cluster.bootstrap_admin {
+        Some(a) => {
+            let password = std::fs::read_to_string(&a.password_file).context("reading the bootstrap admin password")?;
+            Some((a.username.clone(), password.trim().to_string()))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        loop {
+            if state.node.wait_for_leader(Duration::from_secs(5)).await.is_some() {
+                match dermagate_api::bootstrap::ensure_bootstrap(&state, admin.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %e, "bootstrap not complete yet; retrying"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    Ok(())
+}
+
+fn spawn_storage_metrics(store: Arc<Store>, cert: std::path::PathBuf) {
+    if let Ok(not_after) = tls::not_after(&cert) {
+        metrics::gauge!("dermagate_tls_cert_not_after_seconds", "cert" => "node").set(not_after as f64);
+    }
+    tokio::spawn(async move {
+        loop {
+            let s = store.clone();
+            if let Ok((size, stalled)) =
+                tokio::task::spawn_blocking(move || (s.size_on_disk(), s.write_stalled())).await
+            {
+                metrics::gauge!("dermagate_storage_size_bytes").set(size as f64);
+                metrics::gauge!("dermagate_storage_write_stall").set(if stalled { 1.0 } else { 0.0 });
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+}
+
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    telemetry::describe_build();
+    tracing::info!(node_id = config.node_id, version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "starting");
+    let api_tls = tls::api_server_config(&config.tls.cert_file, &config.tls.key_file)?;
+    let kek = Kek::from_file(&config.storage.kek_file)?;
+    let data_dir = config.data_dir.clone();
+    let (store, log, sm) = tokio::task::spawn_blocking(move || dermagate_storage::open(&data_dir, &kek)).await??;
+
+    let settings = raft_settings(&config);
+    let peer_tls = peer_tls(&config)?;
+    let network = Network::new(peer_tls.clone(), &settings);
+    let node = RaftNode::start(config.node_id, log, sm, network, settings).await.map_err(|e| anyhow!(e))?;
+    let (raft_stop, raft_stop_rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        let _ = raft_stop_rx.await;
+    };
+    let raft_task = dermagate_raft::service::spawn_endpoint(config.raft.listen, node.clone(), peer_tls.as_ref(), stop)
+        .map_err(|e| anyhow!(e))?;
+    telemetry::log_bound("raft", config.raft.listen);
+    if config.cluster.bootstrap && node.initialize(initial_members(&config)).await.map_err(|e| anyhow!(e))? {
+        tracing::info!(members = config.cluster.initial_members.len(), "cluster initialised");
+    }
+    tokio::spawn(dermagate_raft::observe::publish_metrics(node.clone()));
+    spawn_storage_metrics(store.clone(), config.tls.cert_file.clone());
+
+    let state = app_state(&config, node.clone(), store.clone())?;
+    spawn_bootstrap(&config, state.clone())?;
+    let rotate_after = Duration::from_secs(config.auth.signing_key_rotation_days * 86_400);
+    tokio::spawn(dermagate_api::maintenance::run(state.clone(), Duration::from_secs(30), rotate_after));
+    let app = dermagate_api::router(state);
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let api = axum_server::bind_rustls(config.api.listen, RustlsConfig::from_config(api_tls))
+        .handle(handle.clone())
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>());
+    let api_task = tokio::spawn(api);
+    match handle.listening().await {
+        Some(addr) => telemetry::log_bound("api", addr),
+        None => return Err(anyhow!("cannot bind api.listen {}", config.api.listen)),
+    }
+    tracing::info!(node_id = config.node_id, "node started");
+
+    shutdown.await;
+    tracing::info!(grace_ms = config.api.shutdown_grace_ms, "shutdown requested: draining requests");
+    handle.graceful_shutdown(Some(Duration::from_millis(config.api.shutdown_grace_ms)));
+    match api_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "api server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "api server task failed"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!(was_leader = node.status().role == "leader", "stopping raft");
+    node.shutdown().await;
+    let _ = raft_stop.send(());
+    let _ = raft_task.await;
+    tokio::task::spawn_blocking(move || store.flush()).await??;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The binary's command line and configuration: bad input gives a clear message naming the
+//! problem and a non-zero exit (64 for configuration), before any port is bound.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dermagate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dermagate")).args(args).output().expect("run dermagate")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A valid configuration with real certificates and KEK in `dir`, and a free API port.
+fn valid_config(dir: &Path) -> (String, u16) {
+    let certs = dir.join("certs");
+    assert!(dermagate(&["certs", "init", "--nodes", "1", "--out", certs.to_str().unwrap()]).status.success());
+    let kek = dir.join("kek.key");
+    assert!(dermagate(&["kek", "--out", kek.to_str().unwrap()]).status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "version = 1\nnode_id = 1\ndata_dir = \"{d}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://127.0.0.1:{port}\"\n\
+         [raft]\nlisten = \"127.0.0.1:0\"\nadvertise = \"127.0.0.1:1\"\n[tls]\nca_file = \"{c}/ca.pem\"\ncert_file = \"{c}/node1.pem\"\nkey_file = \"{c}/node1.key\"\n\
+         [storage]\nkek_file = \"{k}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        d = dir.join("data").display(),
+        c = certs.display(),
+        k = kek.display(),
+    );
+    (config, port)
+}
+
+fn serve_with(dir: &Path, config: &str, env: &[(&str, &str)]) -> Output {
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_dermagate"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run serve")
+}
+
+#[test]
+fn t10_unknown_config_key_exits_64_naming_it_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = valid_config(dir.path());
+    let out = serve_with(dir.path(), &config.replace("[raft]\n", "[raft]\nelection_timout_ms = 5\n"), &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("election_timout_ms"), "{}", stderr(&out));
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "the API port was bound");
+}
+
+#[test]
+fn t20_bad_values_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = valid_config(dir.path());
+    let cases = [
+        (config.replace("version = 1", "version = 7"), "version"),
+        (config.replace("node_id = 1", "node_id = 0"), "node_id"),
+        (config.replace("node_id = 1", "node_id = \"one\""), "node_id"),
+        (config.replace("public_url = \"https://", "public_url = \"http://"), "api.public_url"),
+        (config.replace("kek.key", "missing.key"), "storage.kek_file"),
+        (config.replace("listen = \"127.0.0.1:0\"\nadvertise", "listen = \"nowhere\"\nadvertise"), "raft.listen"),
+    ];
+    for (bad, key) in cases {
+        let out = serve_with(dir.path(), &bad, &[]);
+        assert_eq!(out.status.code(), Some(64), "{key}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key), "{key} not named in: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn t30_environment_overrides_are_validated_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = valid_config(dir.path());
+    let out = serve_with(dir.path(), &config, &[("DERMAGATE_RAFT__HEARTBEAT_MS", "10000")]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("raft.heartbeat_ms"), "{}", stderr(&out));
+    let out = serve_with(dir.path(), &config, &[("DERMAGATE_API__LISTN", "127.0.0.1:1")]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("listn"), "{}", stderr(&out));
+}
+
+#[test]
+fn t40_missing_config_file_and_bad_commands_fail_clearly() {
+    let out = dermagate(&["serve", "--config", "/nonexistent/node.toml"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("/nonexistent/node.toml"));
+    let out = dermagate(&["launch-rockets"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("launch-rockets"));
+    let out = dermagate(&["certs", "init", "--nodes", "0", "--out", "/tmp/never"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("--nodes"));
+    let out = dermagate(&["local", "down", "--dir", "/nonexistent-cluster"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn t50_certs_and_keys_are_private_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("c");
+    assert!(dermagate(&["certs", "init", "--nodes", "2", "--out", certs.to_str().unwrap()]).status.success());
+    for f in ["ca.key", "node1.key", "node2.key"] {
+        let mode = std::fs::metadata(certs.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    assert!(dermagate(&["certs", "issue", "--node-id", "3", "--dir", certs.to_str().unwrap()]).status.success());
+    assert!(certs.join("node3.pem").is_file());
+}

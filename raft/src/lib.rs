@@ -1,0 +1,24 @@
+//! Consensus for dermagate: openraft wired to the RocksDB store, a tonic gRPC transport with
+//! mutual TLS between nodes, write forwarding to the leader, and membership changes.
+//! **Only this crate knows tonic and protobuf.**
+
+pub mod contact;
+pub mod error;
+pub mod network;
+pub mod node;
+pub mod observe;
+pub mod service;
+pub mod settings;
+pub mod tls;
+
+pub mod proto {
+    //! Generated gRPC code for `proto/raft.proto`.
+    #![allow(clippy::all, clippy::unwrap_used)]
+    tonic::include_proto!("dermagate.raft.v1");
+}
+
+pub use dermagate_storage::types::{NodeId, NodeInfo, TypeConfig};
+pub use error::{MembershipError, WriteError};
+pub use node::{ClusterStatus, MemberStatus, NotReady, RaftNode};
+pub use settings::RaftSettings;
+pub use tls::PeerTls;

@@ -1,0 +1,107 @@
+//! The server side of the node-to-node protocol: hands Raft RPCs to openraft and executes writes
+//! and membership changes that followers forward to this node as leader.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::node::{ForwardedWrite, MembershipOp, RaftNode};
+use crate::proto::raft_service_server::RaftService;
+use crate::proto::Payload;
+
+pub struct RaftGrpc {
+    node: Arc<RaftNode>,
+}
+
+impl RaftGrpc {
+    pub fn new(node: Arc<RaftNode>) -> RaftGrpc {
+        RaftGrpc { node }
+    }
+
+    pub fn into_server(
+        self,
+        max_message_bytes: usize,
+    ) -> crate::proto::raft_service_server::RaftServiceServer<RaftGrpc> {
+        crate::proto::raft_service_server::RaftServiceServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
+    }
+}
+
+fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
+    serde_json::from_slice(&req.into_inner().json).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    let json = serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode: {e}")))?;
+    Ok(Response::new(Payload { json }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(req)?;
+        let result = self.node.raft().append_entries(rpc).await;
+        if let Ok(resp) = &result {
+            // Any answer that is not "your vote is stale" means a live leader reached us.
+            if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                self.node.contact().touch();
+            }
+        }
+        encode(&result)
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        encode(&self.node.raft().vote(decode(req)?).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let result = self.node.raft().install_snapshot(decode(req)?).await;
+        if result.is_ok() {
+            self.node.contact().touch();
+        }
+        encode(&result)
+    }
+
+    async fn client_write(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let write: ForwardedWrite = decode(req)?;
+        encode(&self.node.write_as_leader(write.request).await)
+    }
+
+    async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let op: MembershipOp = decode(req)?;
+        encode(&self.node.change_membership_as_leader(op).await.map_err(|e| e.to_string()))
+    }
+
+    async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let result = self.node.raft().get_read_log_id().await.map(|(read, _applied)| read.map(|l| l.index));
+        encode(&result.map_err(|e| e.to_string()))
+    }
+}
+
+/// Binds `addr` and serves the node-to-node protocol (mutual TLS unless `tls` is `None`, the
+/// explicit insecure mode) until `stop` resolves. Binding errors are returned, not logged later.
+pub fn spawn_endpoint(
+    addr: std::net::SocketAddr,
+    node: Arc<RaftNode>,
+    tls: Option<&crate::PeerTls>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+        .map_err(|e| format!("cannot bind raft.listen {addr}: {e}"))?
+        .with_nodelay(Some(true));
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)));
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.server_config()).map_err(|e| format!("raft TLS configuration: {e}"))?;
+    }
+    let svc = RaftGrpc::new(node.clone()).into_server(node.settings().max_message_bytes);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.add_service(svc).serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(error = %e, "raft endpoint failed");
+        }
+    }))
+}

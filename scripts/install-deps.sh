@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a fresh machine lacks to build and test dermagate:
+# clang/libclang-dev for RocksDB's bindgen, haproxy/prometheus/nftables for the operations tests.
+# Idempotent: installs nothing when everything is present.
+set -euo pipefail
+packages=(clang libclang-dev haproxy prometheus nftables)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,30 @@
+//! Durable, encrypted storage of a dermagate node: the Raft log and the replicated state machine
+//! on RocksDB, every value sealed with AES-256-GCM. This crate does no network I/O.
+
+pub mod apply;
+pub mod db;
+pub mod error;
+pub mod log_store;
+pub mod model;
+pub mod seal;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+pub use db::Store;
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use seal::{Kek, Sealer};
+pub use state_machine::StateMachineStore;
+pub use types::{NodeInfo, TypeConfig};
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens (or creates) the store in `dir` and returns the two halves openraft needs.
+pub fn open(dir: &Path, kek: &Kek) -> Result<(Arc<Store>, LogStore, StateMachineStore), StoreError> {
+    let store = Store::open(dir, kek)?;
+    let log = LogStore::new(store.clone());
+    let sm = StateMachineStore::open(store.clone())?;
+    Ok((store, log, sm))
+}

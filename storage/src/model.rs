@@ -1,0 +1,348 @@
+//! The replicated data model: the records kept in the state machine and the typed commands that
+//! change them. Commands carry every time and id they need (stamped by the proposing node), so
+//! applying them is deterministic on every node.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Version of the command encoding; a node refuses to propose commands of a newer schema.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// One replicated write: a command plus the time the proposer stamped on it (unix ms).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub schema: u16,
+    pub at_ms: i64,
+    pub command: Command,
+}
+
+impl Request {
+    pub fn new(at_ms: i64, command: Command) -> Request {
+        Request { schema: SCHEMA_VERSION, at_ms, command }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Does nothing; used to probe that the cluster can commit (readiness, benchmarks).
+    Noop,
+    CreateOrganization(Organization),
+    SetOrganizationStatus {
+        id: Uuid,
+        status: OrgStatus,
+    },
+    CreateUser(User),
+    /// Replaces a user record; the username and organisation of an existing user never change.
+    UpdateUser(User),
+    DeleteUser {
+        org_id: Uuid,
+        id: Uuid,
+    },
+    CreateClient(Client),
+    UpdateClient(Client),
+    DeleteClient {
+        org_id: Uuid,
+        client_id: String,
+    },
+    PutSigningKey(SigningKey),
+    RevokeToken {
+        jti: String,
+        exp: i64,
+    },
+    /// Drops revoked token ids whose tokens have expired anyway.
+    PurgeRevocations {
+        before: i64,
+    },
+    /// Counts a failed sign-in for a username (existing or not) under the given policy.
+    RecordSignInFailure {
+        username: String,
+        policy: LockoutPolicy,
+    },
+    /// Clears the failure count after a successful sign-in or an administrator's unlock.
+    ResetSignInFailures {
+        username: String,
+    },
+    /// Sets a user's `tokens_valid_after_ms` to the request time: every earlier token is refused.
+    SignOutEverywhere {
+        user_id: Uuid,
+    },
+    /// Rotates a refresh token: the old one is marked used and the new one stored, atomically.
+    /// Presenting an already-rotated token is reuse: the whole family is revoked (RFC 9700).
+    RotateRefreshToken {
+        old: String,
+        new: String,
+        record: serde_json::Value,
+    },
+    /// Makes `key` the active signing key; every other active key starts retiring and stops
+    /// verifying after `retire_after` (unix seconds), when the last token it signed has expired.
+    RotateSigningKey {
+        key: SigningKey,
+        retire_after: i64,
+    },
+    /// Drops signing keys that have retired.
+    PurgeSigningKeys {
+        now_secs: i64,
+    },
+    /// Self-service registration: creates `user` from a single-use, unexpired invitation of its
+    /// organisation, and uses the invitation up, atomically.
+    RedeemInvitation {
+        invitation: String,
+        user: User,
+    },
+    /// Marks a refresh token family revoked (reuse of a rotated refresh token, or sign-out).
+    RevokeRefreshFamily {
+        family: Uuid,
+    },
+    /// Stores an opaque, already-validated record in a named collection (reports, idempotency).
+    PutRecord {
+        collection: Collection,
+        id: String,
+        value: serde_json::Value,
+        unique: bool,
+    },
+    DeleteRecord {
+        collection: Collection,
+        id: String,
+    },
+}
+
+/// What applying a command produced; errors here are business outcomes, identical on all nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Conflict { reason: String },
+    NotFound { what: String },
+    Rejected { reason: String },
+}
+
+impl Response {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Response::Ok)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Collection {
+    Report,
+    Idempotency,
+    Invitation,
+    Audit,
+    RefreshToken,
+}
+
+impl Collection {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Collection::Report => "rep/",
+            Collection::Idempotency => "idem/",
+            Collection::Invitation => "inv/",
+            Collection::Audit => "aud/",
+            Collection::RefreshToken => "rt/",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub status: OrgStatus,
+    pub attestation: Attestation,
+    pub created_at: i64,
+}
+
+/// The contract clause in which the customer declares it is a licensed healthcare provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub contract_reference: String,
+    pub attested_by: String,
+    pub attested_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgStatus {
+    Active,
+    Suspended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    PlatformAdmin,
+    OrgAdmin,
+    Clinician,
+    Auditor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Disabled,
+    /// Locked after repeated temporary lockouts, until an administrator unlocks it.
+    Locked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub username: String,
+    pub roles: Vec<Role>,
+    /// argon2id PHC string; the plaintext password is never stored.
+    pub password_hash: String,
+    pub status: UserStatus,
+    /// Tokens issued before this instant (unix milliseconds) are refused.
+    pub tokens_valid_after_ms: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecret {
+    /// SHA-256 of a 256-bit random secret, hex; the secret itself is shown once and never stored.
+    pub hash: String,
+    /// After a rotation the old secret keeps working until this instant (unix seconds).
+    pub valid_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub client_id: String,
+    pub org_id: Uuid,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub secrets: Vec<ClientSecret>,
+    pub revoked: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    /// Still verifies tokens it signed, signs nothing new.
+    Retiring,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    /// Ed25519 private key, PKCS#8 DER in base64 (sealed at rest like every stored value).
+    pub private_pkcs8: String,
+    /// Ed25519 public key, base64url (the JWK `x`).
+    pub public_x: String,
+    pub status: KeyStatus,
+    pub created_at: i64,
+    /// When a retiring key stops verifying (unix seconds).
+    pub retire_after: Option<i64>,
+}
+
+/// A single-use, expiring invitation to register in an organisation with given roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub org_id: Uuid,
+    pub roles: Vec<Role>,
+    pub expires_at_ms: i64,
+    pub used: bool,
+    pub created_by: String,
+}
+
+/// Keycloak-like brute-force protection, carried in the command so apply stays deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockoutPolicy {
+    /// Failures before a temporary lock.
+    pub max_failures: u32,
+    /// Each temporary lock waits this much longer than the previous one (ms).
+    pub wait_increment_ms: i64,
+    pub max_wait_ms: i64,
+    /// Failures older than this are forgotten (ms).
+    pub failure_reset_ms: i64,
+    /// After this many temporary locks the account is locked until an administrator unlocks it.
+    pub permanent_after: u32,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            max_failures: 5,
+            wait_increment_ms: 60_000,
+            max_wait_ms: 15 * 60_000,
+            failure_reset_ms: 12 * 3_600_000,
+            permanent_after: 5,
+        }
+    }
+}
+
+/// Failed sign-ins of one username.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInState {
+    pub failures: u32,
+    pub last_failure_ms: i64,
+    pub locked_until_ms: i64,
+    pub temporary_locks: u32,
+    pub permanently_locked: bool,
+}
+
+impl SignInState {
+    pub fn is_locked(&self, now_ms: i64) -> bool {
+        self.permanently_locked || now_ms < self.locked_until_ms
+    }
+}
+
+/// RocksDB keys of the state machine. **Keys carry ids and hashes only, never personal data.**
+pub mod keys {
+    use sha2::{Digest, Sha256};
+    use uuid::Uuid;
+
+    pub const ORG: &str = "org/";
+    pub const USER: &str = "usr/";
+    pub const USERNAME: &str = "uname/";
+    pub const CLIENT: &str = "cli/";
+    pub const SIGNING_KEY: &str = "skey/";
+    pub const REVOKED_JTI: &str = "rjti/";
+    pub const CLIENT_SECRET: &str = "csec/";
+    pub const SIGN_IN: &str = "signin/";
+
+    pub fn org(id: &Uuid) -> Vec<u8> {
+        format!("{ORG}{id}").into_bytes()
+    }
+    pub fn user(id: &Uuid) -> Vec<u8> {
+        format!("{USER}{id}").into_bytes()
+    }
+    /// Usernames are indexed by a hash so the key does not reveal them.
+    pub fn username(name: &str) -> Vec<u8> {
+        format!("{USERNAME}{}", hash_hex(&name.to_lowercase())).into_bytes()
+    }
+    pub fn client(client_id: &str) -> Vec<u8> {
+        format!("{CLIENT}{}", hash_hex(client_id)).into_bytes()
+    }
+    pub fn signing_key(kid: &str) -> Vec<u8> {
+        format!("{SIGNING_KEY}{kid}").into_bytes()
+    }
+    pub fn revoked_jti(jti: &str) -> Vec<u8> {
+        format!("{REVOKED_JTI}{}", hash_hex(jti)).into_bytes()
+    }
+    /// Index from a client secret's hash to its client, so a static API key finds its client.
+    pub fn client_secret(secret_hash: &str) -> Vec<u8> {
+        format!("{CLIENT_SECRET}{secret_hash}").into_bytes()
+    }
+    /// Sign-in failure state, by username hash: kept for unknown usernames too, so lockout
+    /// behaves the same whether or not the user exists.
+    pub fn sign_in(username: &str) -> Vec<u8> {
+        format!("{SIGN_IN}{}", hash_hex(&username.to_lowercase())).into_bytes()
+    }
+    pub fn revoked_family(family: &Uuid) -> Vec<u8> {
+        format!("rfam/{family}").into_bytes()
+    }
+    pub fn record(collection: super::Collection, id: &str) -> Vec<u8> {
+        format!("{}{}", collection.prefix(), hash_hex(id)).into_bytes()
+    }
+
+    pub fn hash_hex(s: &str) -> String {
+        hex::encode(Sha256::digest(s.as_bytes()))
+    }
+}
