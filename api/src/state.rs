@@ -44,6 +44,8 @@ pub struct Inner {
     pub settings: ApiSettings,
     /// HTTPS client trusting the cluster CA, for asking peers about themselves.
     pub peer_http: Option<reqwest::Client>,
+    /// This node's own base URL, for links in discovery documents.
+    pub public_url: String,
     pub rate_limits: std::sync::Arc<crate::rate_limit::RateLimits>,
 }
 

@@ -15,12 +15,13 @@ pub async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, Ap
 
 pub async fn oauth_metadata(State(state): State<AppState>) -> impl IntoResponse {
     let iss = &state.tokens.settings().issuer;
+    let base = &state.public_url;
     axum::Json(json!({
         "issuer": iss,
-        "token_endpoint": format!("{iss}/oauth/token"),
-        "revocation_endpoint": format!("{iss}/oauth/revoke"),
-        "introspection_endpoint": format!("{iss}/oauth/introspect"),
-        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}/oauth/token"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "grant_types_supported": ["client_credentials", "refresh_token", "password"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],

@@ -66,7 +66,8 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> any
     let tokens = TokenService::new(
         store.clone(),
         TokenSettings {
-            issuer: a.issuer.clone().unwrap_or_else(|| config.api.public_url.trim_end_matches('/').to_string()),
+            // The issuer is cluster-wide: every node must issue and accept the same value.
+            issuer: a.issuer.clone().unwrap_or_else(|| TokenSettings::default().issuer),
             audience: a.audience.clone(),
             access_ttl: Duration::from_secs(a.access_token_ttl_secs),
             leeway: Duration::from_secs(a.clock_leeway_secs),
@@ -113,6 +114,7 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> any
             rate_limits,
         },
         peer_http: Some(peer_http),
+        public_url: config.api.public_url.trim_end_matches('/').to_string(),
         rate_limits: RateLimits::new(&rate_limits),
     })))
 }

@@ -16,7 +16,9 @@ const LATENCY_BUCKETS: &[f64] =
 pub fn init_tracing(level: &str, json: bool) {
     let filter = EnvFilter::try_from_env("DERMAGATE_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},openraft=warn,h2=warn,hyper=warn,tower=warn,rustls=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(ansi);
     // try_init: a second initialisation (tests, subcommands) is harmless.
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
