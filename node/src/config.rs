@@ -156,7 +156,7 @@ pub struct AuthConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LockoutConfig {
     pub max_failures: u32,
     pub wait_increment_secs: u64,
@@ -179,7 +179,7 @@ impl Default for LockoutConfig {
 
 /// Requests per second and burst; a rate of 0 disables the limit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     pub sign_in_per_ip_per_second: u32,
     pub sign_in_per_ip_burst: u32,
