@@ -19,12 +19,14 @@ run: build
 down:
 	$(BIN) local down --dir $(CLUSTER_DIR)
 
-## test: formatting, crate boundaries, then every test of the workspace.
+## test: formatting, crate boundaries, every test of the workspace, then the operations assets
+## checked against the real tools (promtool, haproxy, kubernetes-validate, systemd-analyze).
 test: deps
 	cargo fmt --all -- --check
 	scripts/check-boundaries.sh
 	cargo build --workspace --all-targets
 	cargo test --workspace --no-fail-fast
+	deploy/check.sh
 
 ## verify: everything `test` does plus clippy with warnings as errors (a second, check build).
 verify: test
@@ -37,5 +39,5 @@ fix:
 ## bench-writes: replicated writes at 1/16/64 clients and the failover window, on a fresh cluster.
 bench-writes: build
 	rm -rf .bench-cluster
-	$(BIN) local up --nodes 3 --dir .bench-cluster
+	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench writes --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status

@@ -15,3 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Python tools the operations checks use (deploy/check.sh): YAML parsing and offline
+# Kubernetes schema validation.
+if ! python3 -c "import yaml, kubernetes_validate" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate
+fi

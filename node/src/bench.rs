@@ -97,6 +97,7 @@ pub async fn writes(dir: &Path, clients: &[usize], seconds: u64, failover_trials
     println!("{:>8} {:>12} {:>10} {:>10} {:>8}", "clients", "writes/s", "p50 ms", "p99 ms", "errors");
     // A short warm-up so connection set-up is not measured.
     run_load(target.clone(), clients.iter().copied().max().unwrap_or(1), Duration::from_secs(1)).await;
+    let term_before = term_of(&file, &target.client).await;
     for &c in clients {
         let (ok, errors, h) = run_load(target.clone(), c, Duration::from_secs(seconds)).await;
         println!(
@@ -108,10 +109,18 @@ pub async fn writes(dir: &Path, clients: &[usize], seconds: u64, failover_trials
             errors
         );
     }
+    let term_after = term_of(&file, &target.client).await;
+    // A term change under load is an election nobody asked for (the leader was never killed).
+    println!("raft term before/after the load: {term_before:?}/{term_after:?} (equal: no spurious election)");
     if failover_trials > 0 {
         failover(dir, &target, failover_trials).await?;
     }
     Ok(())
+}
+
+async fn term_of(file: &ClusterFile, client: &reqwest::Client) -> Option<u64> {
+    let r = client.get(format!("{}/livez", file.nodes[0].api_url)).send().await.ok()?;
+    r.json::<serde_json::Value>().await.ok()?["term"].as_u64()
 }
 
 async fn leader_of(file: &ClusterFile, client: &reqwest::Client) -> Option<u64> {

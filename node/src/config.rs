@@ -241,13 +241,13 @@ fn default_grace() -> u64 {
     10_000
 }
 fn default_heartbeat() -> u64 {
-    50
+    40
 }
 fn default_election_min() -> u64 {
-    200
+    120
 }
 fn default_election_max() -> u64 {
-    400
+    240
 }
 fn default_staleness() -> u64 {
     2_000

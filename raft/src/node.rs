@@ -142,7 +142,8 @@ impl RaftNode {
     }
 
     fn known_leader(&self) -> Option<(NodeId, NodeInfo)> {
-        let m = self.raft.metrics().borrow().clone();
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
         let leader = m.current_leader?;
         let info = m.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, info))
@@ -335,7 +336,9 @@ impl RaftNode {
 
     /// Ready means: a member of a cluster with a known leader that was heard from recently.
     pub fn readiness(&self) -> Result<(), NotReady> {
-        let m = self.raft.metrics().borrow().clone();
+        // Called on every authenticated request: read the metrics in place, never clone them.
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
         let bound = self.settings.staleness_bound;
         let not_ready = |reason: String| Err(NotReady { reason });
         if m.membership_config.membership().get_node(&self.id).is_none() {

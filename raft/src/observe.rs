@@ -30,6 +30,8 @@ pub async fn publish_metrics(node: Arc<RaftNode>) {
         metrics::gauge!("dermagate_raft_applied_index").set(m.last_applied.map_or(0.0, |l| l.index as f64));
         metrics::gauge!("dermagate_node_ready").set(if node.readiness().is_ok() { 1.0 } else { 0.0 });
         publish_replication(&node, &m);
+        // At most ten refreshes a second: under load the metrics change on every write.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

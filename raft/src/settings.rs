@@ -24,9 +24,9 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(200),
-            election_timeout_max: Duration::from_millis(400),
+            heartbeat_interval: Duration::from_millis(40),
+            election_timeout_min: Duration::from_millis(120),
+            election_timeout_max: Duration::from_millis(240),
             write_timeout: Duration::from_secs(5),
             snapshot_every: 5000,
             keep_behind_snapshot: 1000,
