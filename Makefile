@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= /var/tmp/dermagate-target
 BIN := $(CARGO_TARGET_DIR)/debug/dermagate
 CLUSTER_DIR ?= .local-cluster
 
-.PHONY: deps build run down test verify fix bench-writes
+.PHONY: deps build run down test verify fix bench-writes bench-auth
 
 deps:
 	@scripts/install-deps.sh
@@ -41,3 +41,9 @@ bench-writes: build
 	rm -rf .bench-cluster
 	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench writes --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status
+
+## bench-auth: authentication cost per request, and /v1/me vs /livez over HTTPS at 64 connections.
+bench-auth: build
+	rm -rf .bench-cluster
+	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
+	$(BIN) bench auth --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status

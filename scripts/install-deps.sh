@@ -3,7 +3,7 @@
 # clang/libclang-dev for RocksDB's bindgen, haproxy/prometheus/nftables for the operations tests.
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
-packages=(clang libclang-dev haproxy prometheus nftables)
+packages=(clang libclang-dev haproxy prometheus nftables wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -290,7 +290,9 @@ pub async fn introspect(State(state): State<AppState>, req: Request) -> Result<R
     let token = f.token.as_deref().ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let inactive = || axum::Json(json!({ "active": false })).into_response();
     let Ok(claims) = state.tokens.verify(token, now_secs()) else { return Ok(inactive()) };
-    if check_not_revoked(&state, &claims).is_err() || !(caller.is_platform_admin() || caller.org_id == claims.org_id) {
+    if check_not_revoked(&state.store, &claims).is_err()
+        || !(caller.is_platform_admin() || caller.org_id == claims.org_id)
+    {
         return Ok(inactive());
     }
     Ok(axum::Json(json!({

@@ -2,6 +2,7 @@
 //! local cluster and benchmarking it. `anyhow` lives here, at the edge, and nowhere below.
 
 mod bench;
+mod bench_auth;
 mod certs;
 mod cluster_file;
 mod config;
@@ -107,6 +108,13 @@ enum BenchCmd {
         seconds: u64,
         #[arg(long, default_value_t = 5)]
         failover_trials: usize,
+    },
+    /// Cost of authentication per request, and /v1/me against /livez throughput over HTTPS.
+    Auth {
+        #[arg(long, default_value = ".local-cluster")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
 }
 
@@ -225,5 +233,6 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials } } => {
             rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials))
         }
+        Cmd::Bench { command: BenchCmd::Auth { dir, seconds } } => rt.block_on(bench_auth::auth(&dir, seconds)),
     }
 }

@@ -65,6 +65,12 @@ impl<'a> Overlay<'a> {
         Ok(keys.into_iter().filter(|(_, live)| *live).map(|(k, _)| k).collect())
     }
 
+    /// Whether this batch touches anything a credential check reads.
+    pub fn touches_credentials(&self) -> bool {
+        const PREFIXES: [&str; 5] = [keys::ORG, keys::USER, keys::CLIENT, keys::REVOKED_JTI, "rfam/"];
+        self.writes.keys().any(|k| PREFIXES.iter().any(|p| k.starts_with(p.as_bytes())))
+    }
+
     /// Moves the pending writes into `batch`, sealed.
     pub fn into_batch(self, batch: &mut rocksdb::WriteBatch) {
         let cf = self.store.cf(CF_SM_DATA);

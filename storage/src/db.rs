@@ -35,6 +35,10 @@ pub struct Store {
     db: DB,
     sealer: Sealer,
     dir: PathBuf,
+    /// Bumped after every applied batch that touched credentials (organisations, users,
+    /// clients, revoked tokens, refresh families), so readers can cache "not revoked" decisions
+    /// and know exactly when they must look again.
+    credentials_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -49,7 +53,17 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
-        Ok(Arc::new(Store { db, sealer, dir: dir.to_path_buf() }))
+        Ok(Arc::new(Store { db, sealer, dir: dir.to_path_buf(), credentials_epoch: Default::default() }))
+    }
+
+    /// The current credentials epoch (see the field's documentation).
+    pub fn credentials_epoch(&self) -> u64 {
+        self.credentials_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called after a batch that changed credentials has been written, never before.
+    pub(crate) fn bump_credentials_epoch(&self) {
+        self.credentials_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn dir(&self) -> &Path {

@@ -83,6 +83,7 @@ fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<Vec<Response>, St
         responses.push(response);
     }
     let mut batch = WriteBatch::default();
+    let credentials_changed = overlay.touches_credentials();
     overlay.into_batch(&mut batch);
     if let Some(applied) = last_applied {
         store.put_json(&mut batch, CF_SM_META, KEY_APPLIED, &Some(applied))?;
@@ -92,6 +93,9 @@ fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<Vec<Response>, St
     }
     // Not synced: the log is durable, so an apply lost in an OS crash is simply re-applied.
     store.write(batch, false)?;
+    if credentials_changed {
+        store.bump_credentials_epoch();
+    }
     Ok(responses)
 }
 
@@ -166,7 +170,9 @@ fn install(store: &Store, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreE
     store.put_json(&mut batch, CF_SM_META, KEY_APPLIED, &meta.last_log_id)?;
     store.put_json(&mut batch, CF_SM_META, KEY_MEMBERSHIP, &meta.last_membership)?;
     persist(store, &mut batch, meta, data)?;
-    store.write(batch, true)
+    store.write(batch, true)?;
+    store.bump_credentials_epoch();
+    Ok(())
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {

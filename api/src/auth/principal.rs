@@ -8,6 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use dermagate_storage::model::{Client, OrgStatus, Role, UserStatus};
+use dermagate_storage::Store;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -101,8 +102,7 @@ impl FromRequestParts<AppState> for Principal {
         }
         let principal = match credential(parts)? {
             Credential::AccessToken(token) => {
-                let claims = state.tokens.verify(token, now_secs())?;
-                check_not_revoked(state, &claims)?;
+                let claims = state.tokens.authenticate(token, now_secs(), &state.store, check_not_revoked)?;
                 from_claims(claims)
             }
             Credential::ApiKey(key) => from_api_key(state, key)?,
@@ -153,22 +153,22 @@ pub fn client_usable(state: &AppState, client: &Client) -> Result<bool, ApiError
 }
 
 /// Checks the replicated revocation state: token id, organisation, user or client.
-pub fn check_not_revoked(state: &AppState, claims: &AccessClaims) -> Result<(), ApiError> {
+pub fn check_not_revoked(store: &Store, claims: &AccessClaims) -> Result<(), ApiError> {
     let revoked = |what: &str| {
         metrics::counter!("dermagate_token_verifications_total", "outcome" => "revoked").increment(1);
         Err(ApiError::invalid_token(format!("token revoked: {what}")))
     };
-    if state.store.is_jti_revoked(&claims.jti)? {
+    if store.is_jti_revoked(&claims.jti)? {
         return revoked("token");
     }
-    match state.store.organization(&claims.org_id)? {
+    match store.organization(&claims.org_id)? {
         Some(org) if org.status == OrgStatus::Active => {}
         _ => return revoked("organization suspended or removed"),
     }
     match claims.kind {
         PrincipalKind::User => {
             let id: Uuid = claims.sub.parse().map_err(|_| ApiError::invalid_token("invalid subject"))?;
-            match state.store.user(&id)? {
+            match store.user(&id)? {
                 Some(u) if u.status == UserStatus::Active && u.org_id == claims.org_id => {
                     if claims.iat_ms < u.tokens_valid_after_ms {
                         return revoked("signed out");
@@ -177,7 +177,7 @@ pub fn check_not_revoked(state: &AppState, claims: &AccessClaims) -> Result<(), 
                 _ => return revoked("user disabled or removed"),
             }
         }
-        PrincipalKind::Client => match state.store.client(&claims.client_id)? {
+        PrincipalKind::Client => match store.client(&claims.client_id)? {
             Some(c) if !c.revoked && c.org_id == claims.org_id => {}
             _ => return revoked("client revoked"),
         },
