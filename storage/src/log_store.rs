@@ -1,5 +1,5 @@
-//! The Raft log on RocksDB. **Durability is not optional**: `append` reports completion only
-//! after the WAL is synced, the vote is synced before it is acknowledged, and `purge` records the
+//! The Raft log on RocksDB. **Durability is not optional**: an append is reported complete only
+//! after the WAL is synced (group commit on a dedicated thread), the vote is synced before it is acknowledged, and `purge` records the
 //! last purged id in the same atomic batch that deletes the entries.
 
 use std::fmt::Debug;
@@ -22,11 +22,19 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
+    /// Appended batches waiting for their fsync (see [`run_syncer`]).
+    syncer: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
     pub fn new(store: Arc<Store>) -> LogStore {
-        LogStore { store }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let syncing = store.clone();
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || run_syncer(&syncing, rx))
+            .expect("spawning the log sync thread");
+        LogStore { store, syncer: tx }
     }
 
     /// Runs a RocksDB operation on the blocking pool so fsyncs never stall the async runtime.
@@ -46,6 +54,27 @@ impl LogStore {
         store.write(batch, true)?;
         metrics::histogram!("dermagate_storage_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+/// Group commit: waits for appended batches, syncs the WAL once for all that are waiting, then
+/// tells openraft they are durable. **An append is reported complete only after this fsync**;
+/// until then openraft neither acknowledges the entries to the leader nor counts them for commit.
+/// Meanwhile the Raft core keeps working (replicating, accepting proposals), which is what lets
+/// concurrent writes share one fsync.
+fn run_syncer(store: &Store, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(rx.try_iter());
+        let started = Instant::now();
+        let result = store.db().flush_wal(true);
+        metrics::histogram!("dermagate_storage_sync_duration_seconds").record(started.elapsed().as_secs_f64());
+        for callback in waiting {
+            match &result {
+                Ok(()) => callback.log_io_completed(Ok(())),
+                Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+            }
+        }
     }
 }
 
@@ -159,23 +188,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = self
+        // Written (visible to reads) now, made durable by the syncer before `callback` fires.
+        let written = self
             .blocking(move |s| {
-                // One batch and one fsync for however many entries openraft hands us: concurrent
-                // proposals arrive here together, which is what makes group commit cheap.
                 let mut batch = WriteBatch::default();
                 for entry in &entries {
                     s.put_json(&mut batch, CF_LOGS, &index_key(entry.log_id.index), entry)?;
                 }
-                let started = Instant::now();
-                s.write(batch, true)?;
-                metrics::histogram!("dermagate_storage_sync_duration_seconds").record(started.elapsed().as_secs_f64());
-                Ok(())
+                s.write(batch, false)
             })
             .await;
-        match result {
+        match written {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                if let Err(std::sync::mpsc::SendError(callback)) = self.syncer.send(callback) {
+                    callback.log_io_completed(Err(std::io::Error::other("log sync thread stopped")));
+                }
                 Ok(())
             }
             Err(e) => {
