@@ -87,13 +87,25 @@ async fn run_load(t: Arc<Target>, clients: usize, duration: Duration) -> (u64, u
     (h.len(), errors.load(Ordering::Relaxed), h)
 }
 
-pub async fn writes(dir: &Path, clients: &[usize], seconds: u64, failover_trials: usize) -> anyhow::Result<()> {
+pub async fn writes(
+    dir: &Path,
+    clients: &[usize],
+    seconds: u64,
+    failover_trials: usize,
+    only_node: Option<u64>,
+) -> anyhow::Result<()> {
     let file = ClusterFile::read(dir)?;
     let client = bench_client(&file)?;
     let token = login(&client, &file).await?;
-    let urls = file.nodes.iter().map(|n| n.api_url.clone()).collect();
+    let urls: Vec<String> =
+        file.nodes.iter().filter(|n| only_node.is_none_or(|id| id == n.id)).map(|n| n.api_url.clone()).collect();
+    anyhow::ensure!(!urls.is_empty(), "no such node in the cluster");
+    let spread = match only_node {
+        Some(id) => format!("all sent to node {id}"),
+        None => format!("spread over {} nodes", urls.len()),
+    };
     let target = Arc::new(Target { client, token, urls });
-    println!("replicated writes (POST /v1/organizations, spread over {} nodes, {seconds} s each)", file.nodes.len());
+    println!("replicated writes (POST /v1/organizations, {spread}, {seconds} s each)");
     println!("{:>8} {:>12} {:>10} {:>10} {:>8}", "clients", "writes/s", "p50 ms", "p99 ms", "errors");
     // A short warm-up so connection set-up is not measured.
     run_load(target.clone(), clients.iter().copied().max().unwrap_or(1), Duration::from_secs(1)).await;

@@ -108,6 +108,9 @@ enum BenchCmd {
         seconds: u64,
         #[arg(long, default_value_t = 5)]
         failover_trials: usize,
+        /// Send every write to this node (default: spread over all nodes).
+        #[arg(long)]
+        node: Option<u64>,
     },
     /// Cost of authentication per request, and /v1/me against /livez throughput over HTTPS.
     Auth {
@@ -230,8 +233,8 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Local { command: LocalCmd::Up { nodes, dir } } => rt.block_on(local::up(&dir, nodes)),
         Cmd::Local { command: LocalCmd::Down { dir } } => rt.block_on(local::down(&dir)),
-        Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials } } => {
-            rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials))
+        Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials, node } } => {
+            rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials, node))
         }
         Cmd::Bench { command: BenchCmd::Auth { dir, seconds } } => rt.block_on(bench_auth::auth(&dir, seconds)),
     }
