@@ -30,10 +30,16 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let upkeep = handle.clone();
+    // Process metrics (CPU seconds, RSS, open and max fds, threads) under the standard
+    // `process_` names, refreshed with the histogram upkeep.
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             upkeep.run_upkeep();
+            process.collect();
         }
     });
     Ok(handle)
