@@ -164,7 +164,8 @@ pub async fn patch(
         check_grantable(&principal, &roles)?;
         user.roles = dedup(roles);
     }
-    let unlocking = body.status == Some(UserStatus::Active) && user.status != UserStatus::Active;
+    // Setting `active` also clears a temporary sign-in lock, which does not change the status.
+    let unlocking = body.status == Some(UserStatus::Active);
     if let Some(status) = body.status {
         user.status = status;
     }

@@ -257,12 +257,13 @@ impl RaftNode {
         if leader == self.id {
             return self.change_membership_as_leader(op).await;
         }
-        let answer: Result<(), String> = self
+        // The leader's error comes back as it is, so a follower answers 409/404/422 like the leader.
+        let answer: Result<(), MembershipError> = self
             .network
             .call(leader, &info.raft_addr, Rpc::ChangeMembership, &op, timeout)
             .await
             .map_err(|e| MembershipError::Write(WriteError::OutcomeUnknown(e.to_string())))?;
-        answer.map_err(MembershipError::Invalid)
+        answer
     }
 
     pub(crate) async fn change_membership_as_leader(&self, op: MembershipOp) -> Result<(), MembershipError> {

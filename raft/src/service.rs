@@ -72,7 +72,7 @@ impl RaftService for RaftGrpc {
 
     async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let op: MembershipOp = decode(req)?;
-        encode(&self.node.change_membership_as_leader(op).await.map_err(|e| e.to_string()))
+        encode(&self.node.change_membership_as_leader(op).await)
     }
 
     async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {

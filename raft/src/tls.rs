@@ -1,6 +1,7 @@
 //! Mutual TLS between nodes: every node presents a certificate signed by the cluster CA and
-//! accepts only peers that do the same. Peers are verified by name `node-<id>.dermagate`, so a
-//! certificate issued to one node cannot impersonate another.
+//! accepts only peers that do the same. A node calling a peer also checks the peer's name
+//! `node-<id>.dermagate`, so a certificate issued to one node cannot answer as another. (The
+//! serving side accepts any client certificate of the cluster CA: the CA is the trust boundary.)
 
 use std::path::Path;
 
