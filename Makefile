@@ -14,7 +14,7 @@ build: deps
 
 ## run: a local 3-node TLS cluster with embedded defaults; prints how to call it.
 run: build
-	$(BIN) local up --nodes 3 --dir $(CLUSTER_DIR)
+	$(BIN) local up --nodes 3 --lb --dir $(CLUSTER_DIR)
 
 down:
 	$(BIN) local down --dir $(CLUSTER_DIR)

@@ -110,3 +110,25 @@ pub fn issue(dir: &Path, id: u64, days: i64) -> anyhow::Result<PathBuf> {
     write_private(&node_key_path(dir, id), key.serialize_pem().as_bytes())?;
     Ok(node_cert_path(dir, id))
 }
+
+/// Issues a server certificate for `name` (plus localhost and loopback addresses) from the CA in
+/// `dir`; returns (certificate PEM, private key PEM).
+pub fn issue_pem(dir: &Path, name: &str, days: i64) -> anyhow::Result<(String, String)> {
+    let ca_pem =
+        fs::read_to_string(ca_cert_path(dir)).with_context(|| format!("reading {}", ca_cert_path(dir).display()))?;
+    let ca_key = KeyPair::from_pem(&fs::read_to_string(dir.join("ca.key")).context("reading ca.key")?)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let mut params = CertificateParams::new(vec![name.to_string(), "localhost".to_string()])?;
+    params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse()?));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let (y, m, d) = ymd(chrono::Utc::now() - chrono::Duration::days(1));
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = ymd(chrono::Utc::now() + chrono::Duration::days(days.max(1)));
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}

@@ -13,6 +13,9 @@ pub struct ClusterFile {
     pub admin: AdminEntry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb_url: Option<String>,
+    /// The HAProxy process in front of the nodes (`local up --lb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

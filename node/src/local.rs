@@ -13,7 +13,7 @@ use rand::distr::{Alphanumeric, SampleString};
 
 use crate::certs;
 use crate::cluster_file::{AdminEntry, ClusterFile, NodeEntry};
-use crate::process;
+use crate::{lb, process};
 
 pub const ADMIN_USERNAME: &str = "admin";
 
@@ -161,7 +161,7 @@ fn node_count(dir: &Path) -> u64 {
     (1..).take_while(|id| config_path(dir, *id).is_file()).count() as u64
 }
 
-pub async fn up(dir: &Path, nodes: u64) -> anyhow::Result<()> {
+pub async fn up(dir: &Path, nodes: u64, with_lb: bool) -> anyhow::Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
     }
@@ -187,16 +187,44 @@ pub async fn up(dir: &Path, nodes: u64) -> anyhow::Result<()> {
         let pid = spawn_node(&dir, id)?;
         entries.push(entry_for(&dir, id, pid)?);
     }
-    let file = ClusterFile {
+    let mut file = ClusterFile {
         ca_cert: certs::ca_cert_path(&dir.join("certs")),
         nodes: entries,
         admin: AdminEntry { username: ADMIN_USERNAME.into(), password_file: dir.join("admin-password") },
         lb_url: None,
+        lb_pid: None,
     };
     file.write(&dir)?;
     wait_until_serving(&file, Duration::from_secs(90)).await?;
+    if with_lb {
+        start_balancer(&dir, &mut file).await?;
+    }
     print_summary(&dir, &file);
     Ok(())
+}
+
+async fn start_balancer(dir: &Path, file: &mut ClusterFile) -> anyhow::Result<()> {
+    if !lb::haproxy_installed() {
+        eprintln!("warning: haproxy is not installed; starting the cluster without a load balancer");
+        return Ok(());
+    }
+    let ports = free_ports(1)?;
+    let balancer = lb::start(dir, file, ports[0].api, ports[0].metrics)?;
+    file.lb_url = Some(balancer.url.clone());
+    file.lb_pid = Some(balancer.pid);
+    file.write(dir)?;
+    let client = file.http_client()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = client.get(format!("{}/readyz", balancer.url)).send().await.is_ok_and(|r| r.status().is_success());
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline || !process::is_alive(balancer.pid) {
+            bail!("haproxy did not become ready; see {}", dir.join("logs/haproxy.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until every node is ready and the bootstrap administrator can sign in.
@@ -237,7 +265,10 @@ fn print_summary(dir: &Path, file: &ClusterFile) {
     for n in &file.nodes {
         println!("  node {}  api {}  raft {}  metrics {}  pid {}", n.id, n.api_url, n.raft_addr, n.metrics_url, n.pid);
     }
-    let api = &file.nodes[0].api_url;
+    if let Some(lb) = &file.lb_url {
+        println!("  load balancer (HAProxy) {lb}  pid {}", file.lb_pid.unwrap_or(0));
+    }
+    let api = file.lb_url.as_ref().unwrap_or(&file.nodes[0].api_url);
     let ca = file.ca_cert.display();
     println!("\ncluster file: {}", crate::cluster_file::path(dir).display());
     println!("admin user:   {} (password in {})", file.admin.username, file.admin.password_file.display());
@@ -253,7 +284,9 @@ fn print_summary(dir: &Path, file: &ClusterFile) {
 
 pub async fn down(dir: &Path) -> anyhow::Result<()> {
     let file = ClusterFile::read(dir)?;
-    let pids: Vec<u32> = file.nodes.iter().map(|n| n.pid).filter(|p| process::is_dermagate(*p)).collect();
+    let balancer = file.lb_pid.filter(|p| lb::is_haproxy(*p));
+    let pids: Vec<u32> =
+        file.nodes.iter().map(|n| n.pid).filter(|p| process::is_dermagate(*p)).chain(balancer).collect();
     for pid in &pids {
         process::terminate(*pid);
     }
@@ -265,6 +298,7 @@ pub async fn down(dir: &Path) -> anyhow::Result<()> {
         eprintln!("node pid {pid} did not stop in time; killing it");
         process::kill(*pid);
     }
-    println!("stopped {} node(s) in {} (data kept; `local up` resumes it)", pids.len(), dir.display());
+    let nodes = pids.len() - usize::from(balancer.is_some());
+    println!("stopped {nodes} node(s) in {} (data kept; `local up` resumes it)", dir.display());
     Ok(())
 }

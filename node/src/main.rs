@@ -6,6 +6,7 @@ mod bench_auth;
 mod certs;
 mod cluster_file;
 mod config;
+mod lb;
 mod local;
 mod process;
 mod serve;
@@ -86,6 +87,9 @@ enum LocalCmd {
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: u64,
+        /// Also start HAProxy in front of the nodes (when installed) and record `lb_url`.
+        #[arg(long)]
+        lb: bool,
         #[arg(long, default_value = ".local-cluster")]
         dir: PathBuf,
     },
@@ -231,7 +235,7 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
             println!("wrote key-encryption key {}", out.display());
             Ok(())
         }
-        Cmd::Local { command: LocalCmd::Up { nodes, dir } } => rt.block_on(local::up(&dir, nodes)),
+        Cmd::Local { command: LocalCmd::Up { nodes, dir, lb } } => rt.block_on(local::up(&dir, nodes, lb)),
         Cmd::Local { command: LocalCmd::Down { dir } } => rt.block_on(local::down(&dir)),
         Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials, node } } => {
             rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials, node))

@@ -31,6 +31,8 @@ pub struct ClusterFile {
     pub admin: AdminEntry,
     #[serde(default)]
     pub lb_url: Option<String>,
+    #[serde(default)]
+    pub lb_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,11 +75,25 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts a cluster of `nodes` with extra `DERMAGATE_*` settings for every node.
     pub async fn start(nodes: u64, env: &[(&str, &str)]) -> anyhow::Result<TestCluster> {
+        TestCluster::start_with(nodes, env, false).await
+    }
+
+    /// Like [`TestCluster::start`], with HAProxy in front (`local up --lb`); see `file.lb_url`.
+    pub async fn start_with_lb(nodes: u64, env: &[(&str, &str)]) -> anyhow::Result<TestCluster> {
+        TestCluster::start_with(nodes, env, true).await
+    }
+
+    async fn start_with(nodes: u64, env: &[(&str, &str)], lb: bool) -> anyhow::Result<TestCluster> {
         let dir = tempfile::Builder::new().prefix("dermagate-test-").tempdir()?;
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let started = Instant::now();
+        let mut args = vec!["local".to_string(), "up".into(), "--nodes".into(), nodes.to_string()];
+        if lb {
+            args.push("--lb".into());
+        }
         let out = Command::new(binary())
-            .args(["local", "up", "--nodes", &nodes.to_string(), "--dir"])
+            .args(&args)
+            .arg("--dir")
             .arg(dir.path())
             .envs(env.iter().cloned())
             .stdin(Stdio::null())
@@ -364,7 +380,7 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        kill_all(self.file.nodes.iter().map(|n| n.pid));
+        kill_all(self.file.nodes.iter().map(|n| n.pid).chain(self.file.lb_pid));
         for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
