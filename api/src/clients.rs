@@ -64,17 +64,23 @@ fn check_scopes(scopes: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
 }
 
 /// An organisation must exist, be visible to the caller, and be active to get clients.
-fn check_org(state: &AppState, principal: &Principal, org_id: &Uuid) -> Result<(), ApiError> {
+async fn check_org(state: &AppState, principal: &Principal, org_id: &Uuid) -> Result<(), ApiError> {
     principal.require_org(org_id, "organization")?;
-    let org = state.store.organization(org_id)?.ok_or_else(|| ApiError::NotFound("organization".into()))?;
+    let org = state
+        .read_fresh(|| Ok(state.store.organization(org_id)?))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("organization".into()))?;
     if org.status != dermagate_storage::model::OrgStatus::Active {
         return Err(ApiError::Unprocessable("the organization is suspended".into()));
     }
     Ok(())
 }
 
-fn client_of(state: &AppState, org_id: &Uuid, client_id: &str) -> Result<Client, ApiError> {
-    state.store.client(client_id)?.filter(|c| &c.org_id == org_id).ok_or_else(|| ApiError::NotFound("client".into()))
+async fn client_of(state: &AppState, org_id: &Uuid, client_id: &str) -> Result<Client, ApiError> {
+    state
+        .read_fresh(|| Ok(state.store.client(client_id)?.filter(|c| &c.org_id == org_id)))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("client".into()))
 }
 
 pub async fn create(
@@ -84,7 +90,7 @@ pub async fn create(
     Json(body): Json<NewClient>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::ClientsManage)?;
-    check_org(&state, &principal, &org_id)?;
+    check_org(&state, &principal, &org_id).await?;
     let secret = secrets::new_secret();
     let client = Client {
         client_id: secrets::new_client_id(),
@@ -112,6 +118,7 @@ pub async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::ClientsManage)?;
     principal.require_org(&org_id, "organization")?;
+    state.catch_up_for_listing().await;
     let items: Vec<ClientView> =
         state.store.clients()?.into_iter().filter(|c| c.org_id == org_id).map(|c| ClientView::new(c, None)).collect();
     Ok(axum::Json(serde_json::json!({ "items": items })))
@@ -124,7 +131,7 @@ pub async fn get(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::ClientsManage)?;
     principal.require_org(&org_id, "client")?;
-    Ok(axum::Json(ClientView::new(client_of(&state, &org_id, &client_id)?, None)))
+    Ok(axum::Json(ClientView::new(client_of(&state, &org_id, &client_id).await?, None)))
 }
 
 /// Revokes a client: its secrets and every token issued to it stop working on every node.
@@ -135,7 +142,7 @@ pub async fn revoke(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::ClientsManage)?;
     principal.require_org(&org_id, "client")?;
-    let mut client = client_of(&state, &org_id, &client_id)?;
+    let mut client = client_of(&state, &org_id, &client_id).await?;
     client.revoked = true;
     state.commit(Command::UpdateClient(client)).await?;
     metrics::counter!("dermagate_revocations_total", "kind" => "client").increment(1);
@@ -150,8 +157,8 @@ pub async fn rotate_secret(
     Path((org_id, client_id)): Path<(Uuid, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::ClientsManage)?;
-    check_org(&state, &principal, &org_id)?;
-    let mut client = client_of(&state, &org_id, &client_id)?;
+    check_org(&state, &principal, &org_id).await?;
+    let mut client = client_of(&state, &org_id, &client_id).await?;
     if client.revoked {
         return Err(ApiError::Unprocessable("the client is revoked".into()));
     }

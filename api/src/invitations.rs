@@ -39,7 +39,10 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::UsersManage)?;
     principal.require_org(&org_id, "organization")?;
-    state.store.organization(&org_id)?.ok_or_else(|| ApiError::NotFound("organization".into()))?;
+    state
+        .read_fresh(|| Ok(state.store.organization(&org_id)?))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("organization".into()))?;
     check_grantable(&principal, &body.roles)?;
     let validity = body.expires_in_secs.unwrap_or(72 * 3600);
     if validity == 0 || validity > MAX_VALIDITY_SECS {
@@ -86,7 +89,10 @@ pub async fn register(
     state.rate_limits.check_sign_in(&ip)?;
     let invalid =
         || ApiError::validation("invitation", "valid_invitation", "the invitation is invalid, used or expired");
-    let inv: Invitation = state.store.record(Collection::Invitation, &body.invitation)?.ok_or_else(invalid)?;
+    let inv: Invitation = state
+        .read_fresh(|| Ok(state.store.record(Collection::Invitation, &body.invitation)?))
+        .await?
+        .ok_or_else(invalid)?;
     if inv.used || inv.expires_at_ms < now_ms() {
         return Err(invalid());
     }

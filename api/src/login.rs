@@ -82,7 +82,7 @@ pub async fn sign_in(state: &AppState, username: &str, password: String) -> Resu
         return Err(bad_credentials());
     }
     let lock = state.store.sign_in_state(username)?;
-    let user = state.store.user_by_username(username)?;
+    let user = state.read_fresh(|| Ok(state.store.user_by_username(username)?)).await?;
     let valid = state.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     if lock.is_locked(now_ms()) {
         metrics::counter!("dermagate_auth_failures_total", "reason" => "locked").increment(1);

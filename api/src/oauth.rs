@@ -117,9 +117,9 @@ fn client_credentials(headers: &HeaderMap, f: &TokenForm) -> Option<(String, Str
     Some((f.client_id.clone()?, f.client_secret.clone()?))
 }
 
-fn authenticate_client(state: &AppState, headers: &HeaderMap, f: &TokenForm) -> Result<Client, OAuthError> {
+async fn authenticate_client(state: &AppState, headers: &HeaderMap, f: &TokenForm) -> Result<Client, OAuthError> {
     let (id, secret) = client_credentials(headers, f).ok_or_else(OAuthError::invalid_client)?;
-    let client = state.store.client(&id).map_err(ApiError::from)?.ok_or_else(OAuthError::invalid_client)?;
+    let client = state.read_fresh(|| Ok(state.store.client(&id)?)).await?.ok_or_else(OAuthError::invalid_client)?;
     if !crate::clients::secret_matches(&client, &secret, now_secs()) || !client_usable(state, &client)? {
         metrics::counter!("dermagate_auth_failures_total", "reason" => "bad_client").increment(1);
         return Err(OAuthError::invalid_client());
@@ -131,7 +131,7 @@ pub async fn token(State(state): State<AppState>, ip: ClientIp, req: Request) ->
     state.rate_limits.check_sign_in(&ip)?;
     let (headers, f) = form(req, &state).await?;
     match f.grant_type.as_deref() {
-        Some("client_credentials") => client_credentials_grant(&state, &headers, &f),
+        Some("client_credentials") => client_credentials_grant(&state, &headers, &f).await,
         Some("refresh_token") => refresh_grant(&state, &f).await,
         Some("password") => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -143,8 +143,12 @@ pub async fn token(State(state): State<AppState>, ip: ClientIp, req: Request) ->
     }
 }
 
-fn client_credentials_grant(state: &AppState, headers: &HeaderMap, f: &TokenForm) -> Result<Response, OAuthError> {
-    let client = authenticate_client(state, headers, f)?;
+async fn client_credentials_grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: &TokenForm,
+) -> Result<Response, OAuthError> {
+    let client = authenticate_client(state, headers, f).await?;
     let scope = match &f.scope {
         Some(requested) => {
             let wanted: Vec<&str> = requested.split_whitespace().collect();
@@ -183,7 +187,7 @@ async fn refresh_grant(state: &AppState, f: &TokenForm) -> Result<Response, OAut
         f.refresh_token.as_deref().ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
     let record: RefreshRecord =
-        state.store.record(Collection::RefreshToken, presented).map_err(ApiError::from)?.ok_or_else(invalid)?;
+        state.read_fresh(|| Ok(state.store.record(Collection::RefreshToken, presented)?)).await?.ok_or_else(invalid)?;
     if state.store.is_refresh_family_revoked(&record.family).map_err(ApiError::from)? || record.expires_at < now_secs()
     {
         return Err(invalid());
@@ -263,7 +267,7 @@ async fn caller(state: &AppState, parts: &axum::http::request::Parts) -> Result<
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
     if basic {
-        let client = authenticate_client(state, &parts.headers, &TokenForm::default())?;
+        let client = authenticate_client(state, &parts.headers, &TokenForm::default()).await?;
         return Ok(Principal {
             kind: PrincipalKind::Client,
             id: client.client_id.clone(),

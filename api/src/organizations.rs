@@ -100,6 +100,7 @@ pub async fn create(
 
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::OrganizationRead)?;
+    state.catch_up_for_listing().await;
     let orgs: Vec<OrganizationView> = state
         .store
         .organizations()?
@@ -117,7 +118,10 @@ pub async fn get(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::OrganizationRead)?;
     principal.require_org(&id, "organization")?;
-    let org = state.store.organization(&id)?.ok_or_else(|| ApiError::NotFound("organization".into()))?;
+    let org = state
+        .read_fresh(|| Ok(state.store.organization(&id)?))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("organization".into()))?;
     Ok(axum::Json(OrganizationView::from(org)))
 }
 

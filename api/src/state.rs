@@ -62,7 +62,12 @@ impl Deref for AppState {
 impl AppState {
     /// Replicates a command and turns its business outcome into an API result.
     pub async fn commit(&self, command: Command) -> Result<(), ApiError> {
-        match self.node.write(Request::new(now_ms(), command)).await? {
+        let revocation = command.is_revocation();
+        let (response, index) = self.node.write_indexed(Request::new(now_ms(), command)).await?;
+        if revocation {
+            self.node.propagate(index, REVOCATION_SPREAD_TIMEOUT).await;
+        }
+        match response {
             Response::Ok => Ok(()),
             Response::Conflict { reason } => Err(ApiError::Conflict(reason)),
             Response::NotFound { what } => Err(ApiError::NotFound(what)),
@@ -70,6 +75,30 @@ impl AppState {
         }
     }
 }
+
+impl AppState {
+    /// Reads local state; on a miss, catches up with the leader and reads again, so a record
+    /// written through another node a moment ago is found here too (a miss is authoritative).
+    pub async fn read_fresh<T>(&self, read: impl Fn() -> Result<Option<T>, ApiError>) -> Result<Option<T>, ApiError> {
+        if let Some(found) = read()? {
+            return Ok(Some(found));
+        }
+        if let Err(e) = self.node.catch_up(Duration::from_secs(1)).await {
+            tracing::debug!(error = %e, "could not catch up with the leader; answering from local state");
+        }
+        read()
+    }
+
+    /// Catches up with the leader before a listing, so it includes writes made elsewhere.
+    pub async fn catch_up_for_listing(&self) {
+        if let Err(e) = self.node.catch_up(Duration::from_secs(1)).await {
+            tracing::debug!(error = %e, "listing from local state without catching up");
+        }
+    }
+}
+
+/// How long a revocation waits for the other nodes to apply it before it is acknowledged anyway.
+pub const REVOCATION_SPREAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

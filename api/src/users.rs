@@ -60,9 +60,12 @@ pub fn check_grantable(principal: &Principal, roles: &[Role]) -> Result<(), ApiE
 }
 
 /// The organisation must exist, be visible to the caller, and be active.
-fn check_org(state: &AppState, principal: &Principal, org_id: &Uuid) -> Result<(), ApiError> {
+async fn check_org(state: &AppState, principal: &Principal, org_id: &Uuid) -> Result<(), ApiError> {
     principal.require_org(org_id, "organization")?;
-    state.store.organization(org_id)?.ok_or_else(|| ApiError::NotFound("organization".into()))?;
+    state
+        .read_fresh(|| Ok(state.store.organization(org_id)?))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("organization".into()))?;
     Ok(())
 }
 
@@ -73,7 +76,7 @@ pub async fn create(
     Json(body): Json<NewUser>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::UsersManage)?;
-    check_org(&state, &principal, &org_id)?;
+    check_org(&state, &principal, &org_id).await?;
     let username = validate::username(&body.username)?;
     state.passwords.check_policy(&body.password)?;
     check_grantable(&principal, &body.roles)?;
@@ -106,7 +109,8 @@ pub async fn list(
     Path(org_id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::UsersRead)?;
-    check_org(&state, &principal, &org_id)?;
+    check_org(&state, &principal, &org_id).await?;
+    state.catch_up_for_listing().await;
     let users: Vec<UserView> =
         state.store.users()?.into_iter().filter(|u| u.org_id == org_id).map(UserView::from).collect();
     Ok(axum::Json(serde_json::json!({ "items": users })))
@@ -118,9 +122,8 @@ pub async fn get(
     Path((org_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::UsersRead)?;
-    check_org(&state, &principal, &org_id)?;
-    let user =
-        state.store.user(&id)?.filter(|u| u.org_id == org_id).ok_or_else(|| ApiError::NotFound("user".into()))?;
+    check_org(&state, &principal, &org_id).await?;
+    let user = user_of(&state, &org_id, &id).await?;
     Ok(axum::Json(UserView::from(user)))
 }
 
@@ -132,8 +135,11 @@ pub struct UserPatch {
     pub password: Option<String>,
 }
 
-fn user_of(state: &AppState, org_id: &Uuid, id: &Uuid) -> Result<User, ApiError> {
-    state.store.user(id)?.filter(|u| &u.org_id == org_id).ok_or_else(|| ApiError::NotFound("user".into()))
+async fn user_of(state: &AppState, org_id: &Uuid, id: &Uuid) -> Result<User, ApiError> {
+    state
+        .read_fresh(|| Ok(state.store.user(id)?.filter(|u| &u.org_id == org_id)))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user".into()))
 }
 
 /// Changes roles, status (disable, or unlock by setting `active`) or password. A user may
@@ -146,7 +152,7 @@ pub async fn patch(
     Json(body): Json<UserPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require_org(&org_id, "user")?;
-    let mut user = user_of(&state, &org_id, &id)?;
+    let mut user = user_of(&state, &org_id, &id).await?;
     let is_self = principal.id == id.to_string();
     let admin_change = body.roles.is_some() || body.status.is_some() || !is_self;
     if admin_change {
@@ -190,7 +196,7 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::UsersManage)?;
     principal.require_org(&org_id, "user")?;
-    let user = user_of(&state, &org_id, &id)?;
+    let user = user_of(&state, &org_id, &id).await?;
     if principal.id == id.to_string() {
         return Err(ApiError::Forbidden("you cannot delete yourself".into()));
     }
@@ -208,7 +214,8 @@ pub async fn sign_out_everywhere(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user = state.store.user(&id)?.ok_or_else(|| ApiError::NotFound("user".into()))?;
+    let user =
+        state.read_fresh(|| Ok(state.store.user(&id)?)).await?.ok_or_else(|| ApiError::NotFound("user".into()))?;
     if principal.id != id.to_string() {
         principal.require(Permission::UsersManage)?;
         principal.require_org(&user.org_id, "user")?;

@@ -31,6 +31,7 @@ pub enum Rpc {
     ClientWrite,
     ChangeMembership,
     ReadIndex,
+    WaitApplied,
 }
 
 /// A failed call: either the request certainly never left (`Unreachable`), or it may have.
@@ -99,6 +100,7 @@ impl Network {
             Rpc::ClientWrite => client.client_write(request).await,
             Rpc::ChangeMembership => client.change_membership(request).await,
             Rpc::ReadIndex => client.read_index(request).await,
+            Rpc::WaitApplied => client.wait_applied(request).await,
         };
         let payload = result.map_err(classify)?.into_inner();
         serde_json::from_slice(&payload.json).map_err(|e| CallError::Failed(format!("decode: {e}")))

@@ -170,13 +170,44 @@ impl RaftNode {
     /// On success this node has applied the write too, so a read that follows on this node sees
     /// it (read-your-writes on every node, which revocations rely on).
     pub async fn write(&self, req: Request) -> Result<Response, WriteError> {
+        self.write_indexed(req).await.map(|(response, _)| response)
+    }
+
+    /// Like [`RaftNode::write`], also returning the log index the write was committed at.
+    pub async fn write_indexed(&self, req: Request) -> Result<(Response, u64), WriteError> {
         let started = Instant::now();
         let deadline = started + self.settings.write_timeout;
         let result = self.write_until(req, deadline).await;
         metrics::histogram!("dermagate_raft_proposal_duration_seconds").record(started.elapsed().as_secs_f64());
         let (response, index) = result?;
         self.wait_applied(index, deadline).await;
-        Ok(response)
+        Ok((response, index))
+    }
+
+    /// Waits (up to `timeout`) until every other member has applied `index`. Used before a
+    /// revocation is acknowledged, so no reachable node accepts the revoked credential after the
+    /// acknowledgement. A member that does not answer is down or cut off, and a cut-off member
+    /// stops authenticating once the staleness bound has passed.
+    pub async fn propagate(&self, index: u64, timeout: Duration) {
+        let members: Vec<(NodeId, NodeInfo)> = {
+            let rx = self.raft.metrics();
+            let m = rx.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        let waits = members.iter().map(|(id, info)| async move {
+            let arg = (index, timeout.as_millis() as u64);
+            let answer: Result<Result<(), String>, _> =
+                self.network.call(*id, &info.raft_addr, Rpc::WaitApplied, &arg, timeout).await;
+            if !matches!(answer, Ok(Ok(()))) {
+                tracing::warn!(node = id, index, "member did not confirm applying a revocation in time");
+            }
+        });
+        futures::future::join_all(waits).await;
     }
 
     /// Waits until this node has applied `index`; past the deadline the write still stands.
@@ -238,6 +269,31 @@ impl RaftNode {
             Ok(Err(RaftError::Fatal(_))) => LeaderAnswer::ShuttingDown,
             Err(_) => LeaderAnswer::Unknown("timed out waiting for commit".into()),
         }
+    }
+
+    /// Brings this node up to the leader's read index: afterwards it has applied every write
+    /// acknowledged anywhere before the call (read-your-writes across nodes).
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), WriteError> {
+        let (leader, info) = self.known_leader().ok_or(WriteError::NoLeader)?;
+        let index = if leader == self.id {
+            let (read, _) = self.raft.get_read_log_id().await.map_err(|e| WriteError::Internal(e.to_string()))?;
+            read.map(|l| l.index)
+        } else {
+            let answer: Result<Option<u64>, String> = self
+                .network
+                .call(leader, &info.raft_addr, Rpc::ReadIndex, &(), timeout)
+                .await
+                .map_err(|e| WriteError::Internal(e.to_string()))?;
+            answer.map_err(WriteError::Internal)?
+        };
+        if let Some(index) = index {
+            self.raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(index), "catch up with the leader")
+                .await
+                .map_err(|e| WriteError::Internal(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Adds a node: first as a learner that catches up, then as a voter.

@@ -75,6 +75,17 @@ impl RaftService for RaftGrpc {
         encode(&self.node.change_membership_as_leader(op).await)
     }
 
+    async fn wait_applied(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let (index, timeout_ms): (u64, u64) = decode(req)?;
+        let waited = self
+            .node
+            .raft()
+            .wait(Some(std::time::Duration::from_millis(timeout_ms.min(5_000))))
+            .applied_index_at_least(Some(index), "peer asked")
+            .await;
+        encode(&waited.map(|_| ()).map_err(|e| e.to_string()))
+    }
+
     async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let result = self.node.raft().get_read_log_id().await.map(|(read, _applied)| read.map(|l| l.index));
         encode(&result.map_err(|e| e.to_string()))

@@ -16,6 +16,26 @@ pub struct Request {
     pub command: Command,
 }
 
+impl Command {
+    /// Commands that take a credential away; they are acknowledged only once every reachable
+    /// node has applied them.
+    pub fn is_revocation(&self) -> bool {
+        matches!(
+            self,
+            Command::SetOrganizationStatus { .. }
+                | Command::UpdateUser(_)
+                | Command::DeleteUser { .. }
+                | Command::UpdateClient(_)
+                | Command::DeleteClient { .. }
+                | Command::RevokeToken { .. }
+                | Command::SignOutEverywhere { .. }
+                | Command::RevokeRefreshFamily { .. }
+                | Command::RotateRefreshToken { .. }
+                | Command::RecordSignInFailure { .. }
+        )
+    }
+}
+
 impl Request {
     pub fn new(at_ms: i64, command: Command) -> Request {
         Request { schema: SCHEMA_VERSION, at_ms, command }

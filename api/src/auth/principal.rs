@@ -105,7 +105,7 @@ impl FromRequestParts<AppState> for Principal {
                 let claims = state.tokens.authenticate(token, now_secs(), &state.store, check_not_revoked)?;
                 from_claims(claims)
             }
-            Credential::ApiKey(key) => from_api_key(state, key)?,
+            Credential::ApiKey(key) => from_api_key(state, key).await?,
         };
         state.rate_limits.by_principal.check(&principal.id)?;
         Ok(principal)
@@ -126,12 +126,13 @@ fn from_claims(claims: AccessClaims) -> Principal {
 }
 
 /// A client key used directly: the same registered client, the same checks as its tokens.
-fn from_api_key(state: &AppState, key: &str) -> Result<Principal, ApiError> {
+async fn from_api_key(state: &AppState, key: &str) -> Result<Principal, ApiError> {
     let invalid = || {
         metrics::counter!("dermagate_auth_failures_total", "reason" => "bad_api_key").increment(1);
         ApiError::invalid_token("invalid or revoked client key")
     };
-    let client = state.store.client_by_secret_hash(&secrets::hash(key))?.ok_or_else(invalid)?;
+    let hash = secrets::hash(key);
+    let client = state.read_fresh(|| Ok(state.store.client_by_secret_hash(&hash)?)).await?.ok_or_else(invalid)?;
     if !crate::clients::secret_matches(&client, key, now_secs()) || !client_usable(state, &client)? {
         return Err(invalid());
     }
