@@ -123,3 +123,61 @@ pub async fn remove_node(
     state.node.remove_node(id).await?;
     Ok(axum::Json(cluster_view(&state).await))
 }
+
+/// A consistent export of every replicated record, for `dermagate backup`. It is plaintext
+/// inside TLS; the backup tool seals it before it touches a disk.
+pub async fn backup(State(state): State<AppState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::ClusterManage)?;
+    state.catch_up_for_listing().await;
+    let store = state.store.clone();
+    let (applied, data) = tokio::task::spawn_blocking(move || dermagate_storage::state_machine::export(&store))
+        .await
+        .map_err(ApiError::internal)??;
+    tracing::info!(by = %principal.id, bytes = data.len(), "backup exported");
+    let index = applied.map_or(0, |l| l.index).to_string();
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_string()),
+            (axum::http::HeaderName::from_static("x-dermagate-applied-index"), index),
+        ],
+        data,
+    ))
+}
+
+/// Imports a backup's records through Raft, in bounded chunks, so every node gets them.
+pub async fn restore(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Permission::ClusterManage)?;
+    let pairs = dermagate_storage::snapshot::decode(&body)
+        .map_err(|e| ApiError::validation("body", "backup_format", format!("not a dermagate backup: {e}")))?;
+    let mut records = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        let key =
+            String::from_utf8(k).map_err(|_| ApiError::validation("body", "backup_format", "a key is not UTF-8"))?;
+        let value =
+            String::from_utf8(v).map_err(|_| ApiError::validation("body", "backup_format", "a value is not UTF-8"))?;
+        records.push((key, value));
+    }
+    let total = records.len();
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for (k, v) in records {
+        chunk_bytes += k.len() + v.len();
+        chunk.push((k, v));
+        if chunk_bytes > 512 * 1024 {
+            state
+                .commit(dermagate_storage::model::Command::ImportRecords { records: std::mem::take(&mut chunk) })
+                .await?;
+            chunk_bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        state.commit(dermagate_storage::model::Command::ImportRecords { records: chunk }).await?;
+    }
+    tracing::info!(by = %principal.id, records = total, "backup restored");
+    Ok(axum::Json(serde_json::json!({ "restored_records": total })))
+}

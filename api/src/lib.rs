@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me", get(me::me))
         .route("/v1/cluster", get(cluster::get_cluster))
         .route("/v1/cluster/nodes", post(cluster::add_node))
+        .route("/v1/cluster/backup", get(cluster::backup))
+        .route("/v1/cluster/restore", post(cluster::restore))
         .route("/v1/cluster/nodes/{id}", delete(cluster::remove_node))
         .route("/v1/organizations", post(organizations::create).get(organizations::list))
         .route("/v1/organizations/{org}", get(organizations::get).patch(organizations::patch))

@@ -74,3 +74,100 @@ async fn t10_haproxy_keeps_traffic_flowing_while_a_node_dies_and_returns() -> an
     assert!(ok as f64 >= 0.99 * total as f64, "only {ok}/{total} succeeded across a leader failover");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> {
+    use dermagate_chaos_tests::cluster::{binary, unique};
+    use serde_json::json;
+    let _serial = serial().await;
+    let keys = tempfile::tempdir()?;
+    let kek = keys.path().join("backup.kek");
+    let backup = keys.path().join("cluster.backup");
+    let password = "restored-password-123";
+    let marker = unique("ZZMARKER-Backup-Clinic");
+    let (org_id, username, client_id, secret);
+    {
+        let c = TestCluster::start(3, &[]).await?;
+        let admin = c.admin_token(1).await?;
+        phase("an organisation, a user and a client key");
+        let (s, org) = c
+            .post(
+                1,
+                "/v1/organizations",
+                &admin,
+                &json!({"name": marker, "attestation": {"contract_reference": "c-1", "attested_by": "qa"}}),
+            )
+            .await?;
+        assert_eq!(s, 201);
+        org_id = org["id"].as_str().expect("id").to_string();
+        username = unique("kept");
+        let (s, _) = c
+            .post(
+                2,
+                &format!("/v1/organizations/{org_id}/users"),
+                &admin,
+                &json!({"username": username, "password": password, "roles": ["org_admin"]}),
+            )
+            .await?;
+        assert_eq!(s, 201);
+        let (s, client) =
+            c.post(3, &format!("/v1/organizations/{org_id}/clients"), &admin, &json!({"name": "pacs"})).await?;
+        assert_eq!(s, 201);
+        client_id = client["client_id"].as_str().expect("client_id").to_string();
+        secret = client["client_secret"].as_str().expect("secret").to_string();
+
+        phase("backup, sealed under a key file");
+        assert!(std::process::Command::new(binary()).args(["kek", "--out"]).arg(&kek).status()?.success());
+        let out = std::process::Command::new(binary())
+            .args(["backup", "--dir"])
+            .arg(c.dir.path())
+            .arg("--out")
+            .arg(&backup)
+            .arg("--kek-file")
+            .arg(&kek)
+            .output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&backup)?;
+        assert!(!bytes.windows(marker.len()).any(|w| w == marker.as_bytes()), "the backup file is not sealed");
+        phase("wipe the cluster");
+    }
+
+    phase("restore into a new cluster");
+    let dir = tempfile::Builder::new().prefix("dermagate-restore-").tempdir()?;
+    let out = std::process::Command::new(binary())
+        .args(["restore", "--backup"])
+        .arg(&backup)
+        .arg("--kek-file")
+        .arg(&kek)
+        .arg("--dir")
+        .arg(dir.path())
+        .output()?;
+    let restored = TestCluster::adopt(dir)?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    phase("the user signs in on every node, the client key works, the organisation is there");
+    for node in restored.ids() {
+        let token = restored.login(node, &username, password).await?;
+        let (s, org) = restored.get(node, &format!("/v1/organizations/{org_id}"), &token).await?;
+        assert_eq!((s, org["name"].as_str()), (200, Some(marker.as_str())));
+    }
+    let r = restored.client.get(restored.url(2, "/v1/me")).header("x-api-key", &secret).send().await?;
+    assert_eq!(r.status(), 200);
+    let me: serde_json::Value = r.json().await?;
+    assert_eq!(me["client_id"].as_str(), Some(client_id.as_str()));
+
+    phase("a wrong key cannot open the backup");
+    let other = keys.path().join("other.kek");
+    assert!(std::process::Command::new(binary()).args(["kek", "--out"]).arg(&other).status()?.success());
+    let out = std::process::Command::new(binary())
+        .args(["restore", "--backup"])
+        .arg(&backup)
+        .arg("--kek-file")
+        .arg(&other)
+        .arg("--dir")
+        .arg(keys.path().join("never"))
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be opened"));
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The `dermagate` binary: one executable for serving a node, creating certificates, running a
 //! local cluster and benchmarking it. `anyhow` lives here, at the edge, and nowhere below.
 
+mod backup;
 mod bench;
 mod bench_auth;
 mod certs;
@@ -49,6 +50,27 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         command: BenchCmd,
+    },
+    /// Export the replicated state of a running local cluster, sealed under a key file.
+    Backup {
+        #[arg(long, default_value = ".local-cluster")]
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Key (64 hex characters, as made by `dermagate kek`) that seals the backup.
+        #[arg(long)]
+        kek_file: PathBuf,
+    },
+    /// Start a new local cluster in DIR from a backup.
+    Restore {
+        #[arg(long)]
+        backup: PathBuf,
+        #[arg(long)]
+        kek_file: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
     },
     /// Generate a key-encryption key file (64 hex characters, mode 0600).
     Kek {
@@ -230,6 +252,8 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
             println!("wrote {}", path.display());
             Ok(())
         }
+        Cmd::Backup { dir, out, kek_file } => rt.block_on(backup::backup(&dir, &out, &kek_file)),
+        Cmd::Restore { backup, kek_file, dir, nodes } => rt.block_on(backup::restore(&backup, &kek_file, &dir, nodes)),
         Cmd::Kek { out } => {
             certs::write_private(&out, dermagate_storage::Kek::generate_hex().as_bytes())?;
             println!("wrote key-encryption key {}", out.display());

@@ -137,6 +137,18 @@ pub fn apply_request(state: &mut Overlay<'_>, req: &Request) -> Result<Response,
             }
             Ok(Response::Ok)
         }
+        Command::ImportRecords { records } => {
+            for (key, value) in records {
+                // Validate before storing: a backup holds JSON values under printable keys only.
+                if key.is_empty() || !key.is_ascii() || serde_json::from_str::<serde_json::Value>(value).is_err() {
+                    return Ok(Response::Rejected { reason: "the backup holds an invalid record".into() });
+                }
+            }
+            for (key, value) in records {
+                state.writes.insert(key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()));
+            }
+            Ok(Response::Ok)
+        }
         Command::RedeemInvitation { invitation, user } => redeem_invitation(state, invitation, user, req.at_ms),
         Command::RevokeRefreshFamily { family } => {
             state.put(keys::revoked_family(family), &req.at_ms)?;

@@ -114,6 +114,10 @@ pub enum Command {
     RevokeRefreshFamily {
         family: Uuid,
     },
+    /// Restores records from a backup (keys and JSON values as the backup holds them).
+    ImportRecords {
+        records: Vec<(String, String)>,
+    },
     /// Stores an opaque, already-validated record in a named collection (reports, idempotency).
     PutRecord {
         collection: Collection,

@@ -99,6 +99,12 @@ fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<Vec<Response>, St
     Ok(responses)
 }
 
+/// A consistent export of the replicated records (the snapshot format), for backups.
+pub fn export(store: &Store) -> Result<(Option<LogId>, Vec<u8>), StoreError> {
+    let (meta, data) = build(store, u64::MAX)?;
+    Ok((meta.last_log_id, data))
+}
+
 /// Reads the applied state and all data from one RocksDB snapshot, so they agree.
 fn build(store: &Store, build_no: u64) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
     let view = store.db().snapshot();

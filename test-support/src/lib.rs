@@ -117,6 +117,13 @@ impl TestCluster {
         Ok(TestCluster { dir, file, client, children: Vec::new(), env })
     }
 
+    /// Takes charge of a cluster another command started in `dir` (its cluster.json).
+    pub fn adopt(dir: tempfile::TempDir) -> anyhow::Result<TestCluster> {
+        let file: ClusterFile = serde_json::from_slice(&std::fs::read(dir.path().join("cluster.json"))?)?;
+        let client = http_client(&file.ca_cert)?;
+        Ok(TestCluster { dir, file, client, children: Vec::new(), env: Vec::new() })
+    }
+
     pub fn node(&self, id: u64) -> &NodeEntry {
         self.file.nodes.iter().find(|n| n.id == id).expect("node id in cluster")
     }
