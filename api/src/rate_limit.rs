@@ -109,13 +109,26 @@ impl RateLimits {
 }
 
 /// The caller's source address, when the server knows it (not in socket-less router tests).
+/// Behind a trusted proxy (HAProxy with `option forwardfor`), it is the address the proxy saw,
+/// taken from the last `X-Forwarded-For` entry; from anyone else that header is ignored.
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+impl axum::extract::FromRequestParts<crate::AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let forwarded = || {
+            let header = parts.headers.get("x-forwarded-for")?.to_str().ok()?;
+            header.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+        };
+        let ip = match peer {
+            Some(p) if state.settings.trusted_proxies.contains(&p) => forwarded().or(Some(p)),
+            other => other,
+        };
         Ok(ClientIp(ip))
     }
 }

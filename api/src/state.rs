@@ -22,6 +22,8 @@ pub struct ApiSettings {
     pub client_secret_overlap: Duration,
     pub lockout: dermagate_storage::model::LockoutPolicy,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
+    /// Proxies whose `X-Forwarded-For` is believed (for per-IP limits).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ApiSettings {
@@ -32,6 +34,7 @@ impl Default for ApiSettings {
             client_secret_overlap: Duration::from_secs(24 * 3600),
             lockout: Default::default(),
             rate_limits: Default::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

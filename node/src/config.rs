@@ -46,6 +46,9 @@ pub struct ApiConfig {
     /// How long in-flight requests may finish after SIGTERM.
     #[serde(default = "default_grace")]
     pub shutdown_grace_ms: u64,
+    /// Load balancers whose `X-Forwarded-For` header names the real client (per-IP limits).
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +242,9 @@ fn default_request_timeout() -> u64 {
 }
 fn default_grace() -> u64 {
     10_000
+}
+fn default_trusted_proxies() -> Vec<std::net::IpAddr> {
+    vec![std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
 }
 fn default_heartbeat() -> u64 {
     40

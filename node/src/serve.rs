@@ -112,6 +112,7 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> any
             client_secret_overlap: Duration::from_secs(a.client_secret_overlap_secs),
             lockout,
             rate_limits,
+            trusted_proxies: config.api.trusted_proxies.clone(),
         },
         peer_http: Some(peer_http),
         public_url: config.api.public_url.trim_end_matches('/').to_string(),
