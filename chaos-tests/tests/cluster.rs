@@ -212,6 +212,31 @@ async fn t50_a_peer_with_a_foreign_ca_certificate_is_refused() -> anyhow::Result
         .await;
     assert!(result.is_err(), "the rogue peer got an answer: {result:?}");
 
+    phase("a certificate of the cluster CA for another node cannot speak for a member");
+    let out = std::process::Command::new(dermagate_chaos_tests::cluster::binary())
+        .args(["certs", "issue", "--node-id", "9", "--dir"])
+        .arg(cluster.dir.path().join("certs"))
+        .output()?;
+    assert!(out.status.success());
+    let impostor_tls = dermagate_raft::PeerTls::from_files(
+        &cluster.file.ca_cert,
+        &cluster.dir.path().join("certs/node9.pem"),
+        &cluster.dir.path().join("certs/node9.key"),
+    )?;
+    let impostor = dermagate_raft::network::Network::new(Some(impostor_tls), &dermagate_raft::RaftSettings::default());
+    let member = cluster.ids().into_iter().find(|id| *id != leader).expect("member");
+    let claims_to_be_member = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(1_000, member), None);
+    let result: Result<serde_json::Value, _> = impostor
+        .call(
+            leader,
+            &cluster.node(leader).raft_addr,
+            dermagate_raft::network::Rpc::Vote,
+            &claims_to_be_member,
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(result.is_err(), "node 9's certificate was accepted for node {member}: {result:?}");
+
     phase("nothing changed: same leader, same term");
     assert_eq!(cluster.leader().await?, leader);
     assert_eq!(cluster.health(leader).await.expect("health")["term"].as_u64(), term_before);

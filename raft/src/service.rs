@@ -30,6 +30,36 @@ impl RaftGrpc {
     }
 }
 
+/// The node ids the caller's client certificate names; `None` without TLS (insecure mode).
+fn caller_ids(req: &Request<Payload>) -> Option<Vec<u64>> {
+    let certs = req.peer_certs()?;
+    Some(certs.first().map(|c| crate::tls::node_ids_in(c.as_ref())).unwrap_or_default())
+}
+
+/// A message claiming to come from node `claimed` must be carried by that node's certificate.
+fn check_caller_is(ids: &Option<Vec<u64>>, claimed: Option<u64>) -> Result<(), Status> {
+    match (ids, claimed) {
+        (None, _) => Ok(()),
+        (Some(ids), Some(id)) if ids.contains(&id) => Ok(()),
+        (Some(ids), claimed) => {
+            tracing::warn!(?ids, ?claimed, "raft message refused: the certificate does not belong to its sender");
+            Err(Status::permission_denied("the client certificate does not belong to the sending node"))
+        }
+    }
+}
+
+/// Forwarded requests may come from any member of the cluster (or one being added).
+fn check_caller_is_member(node: &RaftNode, ids: &Option<Vec<u64>>) -> Result<(), Status> {
+    let Some(ids) = ids else { return Ok(()) };
+    let rx = node.raft().metrics();
+    let m = rx.borrow();
+    if ids.iter().any(|id| m.membership_config.membership().get_node(id).is_some()) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied("the client certificate does not belong to a cluster member"))
+    }
+}
+
 fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
     serde_json::from_slice(&req.into_inner().json).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
 }
@@ -42,7 +72,9 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(req)?;
+        let ids = caller_ids(&req);
+        let rpc: openraft::raft::AppendEntriesRequest<crate::TypeConfig> = decode(req)?;
+        check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
         let result = self.node.raft().append_entries(rpc).await;
         if let Ok(resp) = &result {
             // Any answer that is not "your vote is stale" means a live leader reached us.
@@ -54,11 +86,17 @@ impl RaftService for RaftGrpc {
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        encode(&self.node.raft().vote(decode(req)?).await)
+        let ids = caller_ids(&req);
+        let rpc: openraft::raft::VoteRequest<u64> = decode(req)?;
+        check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
+        encode(&self.node.raft().vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let result = self.node.raft().install_snapshot(decode(req)?).await;
+        let ids = caller_ids(&req);
+        let rpc: openraft::raft::InstallSnapshotRequest<crate::TypeConfig> = decode(req)?;
+        check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
+        let result = self.node.raft().install_snapshot(rpc).await;
         if result.is_ok() {
             self.node.contact().touch();
         }
@@ -66,11 +104,13 @@ impl RaftService for RaftGrpc {
     }
 
     async fn client_write(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        check_caller_is_member(&self.node, &caller_ids(&req))?;
         let write: ForwardedWrite = decode(req)?;
         encode(&self.node.write_as_leader(write.request).await)
     }
 
     async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        check_caller_is_member(&self.node, &caller_ids(&req))?;
         let op: MembershipOp = decode(req)?;
         encode(&self.node.change_membership_as_leader(op).await)
     }

@@ -1,7 +1,8 @@
 //! Mutual TLS between nodes: every node presents a certificate signed by the cluster CA and
 //! accepts only peers that do the same. A node calling a peer also checks the peer's name
 //! `node-<id>.dermagate`, so a certificate issued to one node cannot answer as another. (The
-//! serving side accepts any client certificate of the cluster CA: the CA is the trust boundary.)
+//! serving side checks the caller the same way: a Raft message claiming to come from node N must
+//! arrive over a connection whose client certificate carries `node-N.dermagate`.)
 
 use std::path::Path;
 
@@ -19,6 +20,22 @@ pub struct PeerTls {
 /// The name a node's certificate must carry (as a DNS SAN) to be accepted as that node.
 pub fn peer_name(id: NodeId) -> String {
     format!("node-{id}.dermagate")
+}
+
+/// The node ids named (as `node-<id>.dermagate` DNS names) in a peer's certificate.
+pub fn node_ids_in(cert_der: &[u8]) -> Vec<NodeId> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => {
+                dns.strip_prefix("node-")?.strip_suffix(".dermagate")?.parse().ok()
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 impl PeerTls {
