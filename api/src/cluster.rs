@@ -31,6 +31,8 @@ pub struct NodeView {
 #[derive(Serialize)]
 pub struct ClusterView {
     pub leader_id: Option<u64>,
+    /// The leader's member entry, for tools that want its addresses at once.
+    pub leader: Option<u64>,
     pub term: u64,
     pub observed_by: u64,
     pub nodes: Vec<NodeView>,
@@ -71,7 +73,13 @@ async fn cluster_view(state: &AppState) -> ClusterView {
             }
         })
         .collect();
-    ClusterView { leader_id: status.leader_id, term: status.term, observed_by: status.node_id, nodes }
+    ClusterView {
+        leader_id: status.leader_id,
+        leader: status.leader_id,
+        term: status.term,
+        observed_by: status.node_id,
+        nodes,
+    }
 }
 
 /// Asks a member for its own view (its `/livez`), so roles and applied indexes are first-hand.

@@ -11,6 +11,7 @@ pub async fn me(principal: Principal) -> impl IntoResponse {
         "kind": principal.kind,
         "id": principal.id,
         "organization_id": principal.org_id,
+        "organization": principal.org_id,
         "roles": principal.roles,
         "scopes": principal.scopes,
         "client_id": principal.client_id,
