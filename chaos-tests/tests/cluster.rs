@@ -2,6 +2,8 @@
 //! replication through followers, leader SIGKILL and failover, catch-up by snapshot, membership
 //! changes, refusal of foreign peers, full restarts, and encryption at rest.
 
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
+
 use std::time::Duration;
 
 use dermagate_chaos_tests::checker::no_acknowledged_write_lost;

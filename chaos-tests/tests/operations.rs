@@ -1,6 +1,8 @@
 //! Operations with the real tools: HAProxy in front of the cluster keeps authenticated traffic
 //! flowing while a node dies and comes back.
 
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -77,7 +77,7 @@ fn ymd(t: chrono::DateTime<chrono::Utc>) -> (i32, u8, u8) {
 
 /// Creates a CA named `ca_name` and certificates for nodes 1..=nodes in `out`.
 pub fn init(out: &Path, nodes: u64, ca_name: &str, days: i64) -> anyhow::Result<CertPaths> {
-    anyhow::ensure!(nodes >= 1 && nodes <= 99, "--nodes must be between 1 and 99");
+    anyhow::ensure!((1..=99).contains(&nodes), "--nodes must be between 1 and 99");
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let ca_key = KeyPair::generate()?;
     // The CA key is kept (owner-only) so operators can issue a certificate for a node added later.

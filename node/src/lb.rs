@@ -2,7 +2,7 @@
 //! template of `deploy/haproxy/` (embedded in the binary) for the cluster's nodes, issues the
 //! balancer's certificate from the cluster CA, and runs `haproxy` when it is installed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
@@ -16,7 +16,6 @@ const HEADER_END: &str = "# ---- end of header ----\n";
 pub struct Balancer {
     pub url: String,
     pub pid: u32,
-    pub config: PathBuf,
 }
 
 pub fn haproxy_installed() -> bool {
@@ -76,7 +75,7 @@ pub fn start(dir: &Path, file: &ClusterFile, lb_port: u16, stats_port: u16) -> a
     )
     .spawn()
     .context("starting haproxy")?;
-    Ok(Balancer { url: format!("https://127.0.0.1:{lb_port}"), pid: child.id(), config })
+    Ok(Balancer { url: format!("https://127.0.0.1:{lb_port}"), pid: child.id() })
 }
 
 pub fn is_haproxy(pid: u32) -> bool {

@@ -1,6 +1,8 @@
 //! The binary's command line and configuration: bad input gives a clear message naming the
 //! problem and a non-zero exit (64 for configuration), before any port is bound.
 
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -38,7 +38,7 @@ impl Default for RaftSettings {
 }
 
 impl RaftSettings {
-    pub fn openraft_config(&self) -> Result<openraft::Config, openraft::ConfigError> {
+    pub fn openraft_config(&self) -> Result<openraft::Config, Box<openraft::ConfigError>> {
         openraft::Config {
             cluster_name: "dermagate".into(),
             heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
@@ -52,5 +52,6 @@ impl RaftSettings {
             ..Default::default()
         }
         .validate()
+        .map_err(Box::new)
     }
 }

@@ -18,6 +18,9 @@ use crate::error::StoreError;
 use crate::model::{keys, Client, Organization, SigningKey, User};
 use crate::seal::{Kek, Sealer};
 
+/// (key, opened value) pairs read from a column family.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Raft log entries, keyed by big-endian index.
 pub const CF_LOGS: &str = "logs";
 /// Raft metadata: vote, committed, last purged.
@@ -121,7 +124,7 @@ impl Store {
     }
 
     /// Every (key, opened value) pair whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Pairs, StoreError> {
         let mut ro = ReadOptions::default();
         ro.set_prefix_same_as_start(false);
         let iter = self.db.iterator_cf_opt(self.cf(cf), ro, IteratorMode::From(prefix, Direction::Forward));

@@ -19,7 +19,7 @@ pub fn encode(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Vec<u8> {
     out
 }
 
-pub fn decode(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+pub fn decode(data: &[u8]) -> Result<crate::db::Pairs, StoreError> {
     let rest = data.strip_prefix(MAGIC.as_slice()).ok_or_else(|| StoreError::Corrupt("snapshot magic".into()))?;
     let mut pairs = Vec::new();
     let mut pos = 0;

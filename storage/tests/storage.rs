@@ -1,6 +1,8 @@
 //! Integration tests of the RocksDB store: openraft's own storage suite, atomic apply across a
 //! restart, and encryption at rest (no plaintext marker anywhere in the data directory).
 
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
+
 use std::path::Path;
 use std::sync::Arc;
 
