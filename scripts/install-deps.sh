@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a fresh machine lacks to build and test dermagate:
-# clang/libclang-dev for RocksDB's bindgen, haproxy/prometheus/nftables for the operations tests.
+# clang/libclang-dev for RocksDB's bindgen; haproxy, prometheus (promtool), systemd (systemd-analyze),
+# nftables and wrk for the operations tests and benchmarks.
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
-packages=(clang libclang-dev haproxy prometheus nftables wrk)
+packages=(clang libclang-dev haproxy prometheus nftables wrk systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
