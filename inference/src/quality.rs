@@ -1,0 +1,170 @@
+//! Image-quality assessment that runs before the model: real measurements on the luminance of the
+//! image — sharpness (variance of the Laplacian), exposure (share of clipped dark and bright
+//! pixels), contrast (standard deviation) and resolution — against versioned thresholds. An image
+//! that fails any check gets no diagnosis.
+
+use serde::{Deserialize, Serialize};
+
+/// Thresholds, versioned so every report can say which rules judged its images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityThresholds {
+    pub version: String,
+    /// Minimum variance of the 4-neighbour Laplacian of luminance (0-255 scale).
+    pub min_sharpness: f64,
+    /// Maximum share of pixels with luminance below 16 (under-exposed).
+    pub max_dark_fraction: f64,
+    /// Maximum share of pixels with luminance above 239 (over-exposed).
+    pub max_bright_fraction: f64,
+    /// Minimum standard deviation of luminance.
+    pub min_contrast: f64,
+    pub min_width: u32,
+    pub min_height: u32,
+}
+
+impl Default for QualityThresholds {
+    fn default() -> Self {
+        QualityThresholds {
+            version: "2026-11-1".into(),
+            min_sharpness: 60.0,
+            max_dark_fraction: 0.5,
+            max_bright_fraction: 0.3,
+            min_contrast: 12.0,
+            min_width: 320,
+            min_height: 240,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QualityMeasures {
+    pub sharpness: f64,
+    pub dark_fraction: f64,
+    pub bright_fraction: f64,
+    pub contrast: f64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QualityVerdict {
+    #[serde(rename = "isValid")]
+    pub is_valid: bool,
+    /// 0-100: the worst check's margin, 100 meaning comfortably within every threshold.
+    pub score: u8,
+    /// "good", "acceptable" or "poor".
+    pub category: &'static str,
+    #[serde(rename = "failedChecks")]
+    pub failed_checks: Vec<&'static str>,
+    pub measures: QualityMeasures,
+    #[serde(rename = "thresholdsVersion")]
+    pub thresholds_version: String,
+}
+
+/// Luminance (ITU-R BT.601) of interleaved RGB pixels.
+pub fn luminance(rgb: &[u8]) -> Vec<f32> {
+    rgb.chunks_exact(3).map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect()
+}
+
+pub fn measure(rgb: &[u8], width: u32, height: u32) -> QualityMeasures {
+    let (w, h) = (width as usize, height as usize);
+    let y = luminance(rgb);
+    let n = y.len().max(1) as f64;
+    let mean = y.iter().map(|v| *v as f64).sum::<f64>() / n;
+    let contrast = (y.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let dark_fraction = y.iter().filter(|v| **v < 16.0).count() as f64 / n;
+    let bright_fraction = y.iter().filter(|v| **v > 239.0).count() as f64 / n;
+    let mut lap = Vec::with_capacity(w.saturating_sub(2) * h.saturating_sub(2));
+    for row in 1..h.saturating_sub(1) {
+        for col in 1..w.saturating_sub(1) {
+            let c = y[row * w + col];
+            let l =
+                y[row * w + col - 1] + y[row * w + col + 1] + y[(row - 1) * w + col] + y[(row + 1) * w + col] - 4.0 * c;
+            lap.push(l as f64);
+        }
+    }
+    let ln = lap.len().max(1) as f64;
+    let lmean = lap.iter().sum::<f64>() / ln;
+    let sharpness = lap.iter().map(|v| (v - lmean).powi(2)).sum::<f64>() / ln;
+    QualityMeasures { sharpness, dark_fraction, bright_fraction, contrast, width, height }
+}
+
+pub fn assess(rgb: &[u8], width: u32, height: u32, t: &QualityThresholds) -> QualityVerdict {
+    let m = measure(rgb, width, height);
+    // Each margin is how far inside its threshold the image is: 1 = twice as good, 0 = at it.
+    let margins = [
+        ("sharpness", m.sharpness / t.min_sharpness - 1.0),
+        ("underexposure", 1.0 - m.dark_fraction / t.max_dark_fraction),
+        ("overexposure", 1.0 - m.bright_fraction / t.max_bright_fraction),
+        ("contrast", m.contrast / t.min_contrast - 1.0),
+        ("resolution", (m.width.min(m.height * t.min_width / t.min_height.max(1)) as f64 / t.min_width as f64) - 1.0),
+    ];
+    let failed_checks: Vec<&'static str> =
+        margins.iter().filter(|(_, margin)| *margin < 0.0).map(|(n, _)| *n).collect();
+    let worst = margins.iter().map(|(_, m)| *m).fold(f64::INFINITY, f64::min);
+    let score = if failed_checks.is_empty() {
+        (50.0 + 50.0 * worst.min(1.0)).round() as u8
+    } else {
+        (50.0 * (1.0 + worst).clamp(0.0, 0.98)).round() as u8
+    };
+    let category = match (failed_checks.is_empty(), score) {
+        (false, _) => "poor",
+        (true, s) if s >= 75 => "good",
+        _ => "acceptable",
+    };
+    QualityVerdict {
+        is_valid: failed_checks.is_empty(),
+        score,
+        category,
+        failed_checks,
+        measures: m,
+        thresholds_version: t.version.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sharp, well-exposed synthetic skin photo: textured mid-tones with fine detail.
+    fn sharp_image(w: u32, h: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(w, h, |x, y| {
+            let base = 120.0 + 60.0 * ((x as f32 / 7.0).sin() * (y as f32 / 5.0).cos());
+            let detail = if (x / 3 + y / 3) % 2 == 0 { 25.0 } else { -25.0 };
+            let v = (base + detail).clamp(0.0, 255.0);
+            image::Rgb([v as u8, (v * 0.8) as u8, (v * 0.7) as u8])
+        })
+    }
+
+    fn verdict(img: &image::RgbImage) -> QualityVerdict {
+        assess(img.as_raw(), img.width(), img.height(), &QualityThresholds::default())
+    }
+
+    #[test]
+    fn a_sharp_well_exposed_image_passes() {
+        let v = verdict(&sharp_image(640, 480));
+        assert!(v.is_valid, "{v:?}");
+        assert!(v.score >= 50);
+    }
+
+    #[test]
+    fn blurred_dark_and_overexposed_versions_fail_for_the_right_reason() {
+        let img = sharp_image(640, 480);
+        let blurred = image::imageops::blur(&img, 6.0);
+        assert!(verdict(&blurred).failed_checks.contains(&"sharpness"), "{:?}", verdict(&blurred));
+        let dark = image::RgbImage::from_fn(640, 480, |x, y| {
+            let p = img.get_pixel(x, y);
+            image::Rgb([p[0] / 12, p[1] / 12, p[2] / 12])
+        });
+        let v = verdict(&dark);
+        assert!(!v.is_valid && v.failed_checks.contains(&"underexposure"), "{v:?}");
+        let bright = image::RgbImage::from_fn(640, 480, |x, y| {
+            let p = img.get_pixel(x, y);
+            image::Rgb([p[0].saturating_add(170), p[1].saturating_add(170), p[2].saturating_add(170)])
+        });
+        let v = verdict(&bright);
+        assert!(!v.is_valid && v.failed_checks.contains(&"overexposure"), "{v:?}");
+        let small = sharp_image(200, 150);
+        assert!(verdict(&small).failed_checks.contains(&"resolution"));
+    }
+}
