@@ -2,6 +2,7 @@
 //! optimised once at start-up) and, growing with issue 4, image decoding and quality checks.
 //! **This crate knows nothing of HTTP, Raft or storage.**
 
+pub mod decode;
 pub mod manifest;
 pub mod model;
 pub mod quality;
