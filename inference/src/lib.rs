@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod manifest;
 pub mod model;
+pub mod pool;
 pub mod quality;
 
 pub use manifest::{Label, Manifest};
