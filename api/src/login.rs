@@ -82,7 +82,10 @@ pub async fn sign_in(state: &AppState, username: &str, password: String) -> Resu
         return Err(bad_credentials());
     }
     let lock = state.store.sign_in_state(username)?;
-    let user = state.read_fresh(|| Ok(state.store.user_by_username(username)?)).await?;
+    // Always catch up (not only on a miss): a miss that cost an extra round trip would tell an
+    // attacker which usernames exist.
+    state.catch_up_for_listing().await;
+    let user = state.store.user_by_username(username)?;
     let valid = state.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     if lock.is_locked(now_ms()) {
         metrics::counter!("dermagate_auth_failures_total", "reason" => "locked").increment(1);
