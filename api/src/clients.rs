@@ -119,8 +119,13 @@ pub async fn list(
     principal.require(Permission::ClientsManage)?;
     principal.require_org(&org_id, "organization")?;
     state.catch_up_for_listing().await;
-    let items: Vec<ClientView> =
-        state.store.clients()?.into_iter().filter(|c| c.org_id == org_id).map(|c| ClientView::new(c, None)).collect();
+    let items: Vec<ClientView> = state
+        .scan(|s| s.clients())
+        .await?
+        .into_iter()
+        .filter(|c| c.org_id == org_id)
+        .map(|c| ClientView::new(c, None))
+        .collect();
     Ok(axum::Json(serde_json::json!({ "items": items })))
 }
 

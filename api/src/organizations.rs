@@ -102,8 +102,8 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
     principal.require(Permission::OrganizationRead)?;
     state.catch_up_for_listing().await;
     let orgs: Vec<OrganizationView> = state
-        .store
-        .organizations()?
+        .scan(|s| s.organizations())
+        .await?
         .into_iter()
         .filter(|o| principal.is_platform_admin() || o.id == principal.org_id)
         .map(OrganizationView::from)

@@ -92,6 +92,16 @@ impl AppState {
         read()
     }
 
+    /// Runs a scan of the replicated state on the blocking pool (point reads stay inline: they
+    /// take microseconds; scans grow with the data).
+    pub async fn scan<T: Send + 'static>(
+        &self,
+        scan: impl FnOnce(&Store) -> Result<T, dermagate_storage::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || scan(&store)).await.map_err(ApiError::internal)??)
+    }
+
     /// Catches up with the leader before a listing, so it includes writes made elsewhere.
     pub async fn catch_up_for_listing(&self) {
         if let Err(e) = self.node.catch_up(Duration::from_secs(1)).await {

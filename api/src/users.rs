@@ -112,7 +112,7 @@ pub async fn list(
     check_org(&state, &principal, &org_id).await?;
     state.catch_up_for_listing().await;
     let users: Vec<UserView> =
-        state.store.users()?.into_iter().filter(|u| u.org_id == org_id).map(UserView::from).collect();
+        state.scan(|s| s.users()).await?.into_iter().filter(|u| u.org_id == org_id).map(UserView::from).collect();
     Ok(axum::Json(serde_json::json!({ "items": users })))
 }
 

@@ -93,8 +93,14 @@ impl Model {
 mod tests {
     use super::*;
 
+    /// The package directory at run time: the test binary may be reused by a clone in another
+    /// folder (one shared target dir), so the compile-time path could point elsewhere.
+    fn package_dir() -> std::path::PathBuf {
+        std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+    }
+
     fn demo() -> Model {
-        Model::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo")).expect("demo model loads")
+        Model::load(&package_dir().join("models/demo")).expect("demo model loads")
     }
 
     #[test]
@@ -119,7 +125,7 @@ mod tests {
     #[test]
     fn a_manifest_that_disagrees_with_its_graph_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo");
+        let src = package_dir().join("models/demo");
         std::fs::copy(src.join("model.onnx"), dir.path().join("model.onnx")).unwrap();
         let mut manifest: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json")).unwrap()).unwrap();

@@ -1,8 +1,8 @@
 //! The RocksDB instance of a node: column families, sealed reads and writes, and the typed
 //! read-only view of the replicated state that the API serves from.
 //!
-//! Point reads are served inline (they hit the block cache in microseconds); writes that must be
-//! durable and scans run on tokio's blocking pool, called from the log store and state machine.
+//! Point reads are served inline (they hit the block cache in microseconds); writes and scans
+//! run on tokio's blocking pool (the log store, the state machine, and the API's `AppState::scan`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
