@@ -29,6 +29,7 @@ pub async fn ensure_bootstrap(state: &AppState, admin: Option<(String, String)>)
                 attested_at: now,
             },
             created_at: now,
+            store_images: false,
         };
         state.commit(Command::CreateOrganization(org)).await?;
     }

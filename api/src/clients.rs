@@ -19,7 +19,9 @@ use crate::state::{now_ms, now_secs, AppState};
 use crate::validate;
 
 /// Scopes a client may hold; they map to permissions (see `auth::rbac`).
-pub const KNOWN_SCOPES: &[&str] = &["analyses:write", "reports:read"];
+pub const KNOWN_SCOPES: &[&str] = &["analyses:write", "reports:read", "subjects:erase"];
+/// What a client gets when it asks for no scopes: erasure must be asked for explicitly.
+const DEFAULT_SCOPES: &[&str] = &["analyses:write", "reports:read"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +58,7 @@ impl ClientView {
 }
 
 fn check_scopes(scopes: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
-    let scopes = scopes.unwrap_or_else(|| KNOWN_SCOPES.iter().map(|s| s.to_string()).collect());
+    let scopes = scopes.unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
     if let Some(bad) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
         return Err(ApiError::validation("scopes", "known_scope", format!("unknown scope {bad:?}")));
     }

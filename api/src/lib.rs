@@ -2,6 +2,7 @@
 //! they authenticate (the `Principal` extractor), validate, and either read the local replicated
 //! state or commit a command through Raft.
 
+pub mod analyses;
 pub mod auth;
 pub mod bootstrap;
 pub mod clients;
@@ -62,6 +63,21 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
+        .route(
+            "/v1/analyses",
+            post(analyses::create).layer(DefaultBodyLimit::max(state.settings.analyses.limits.max_body_bytes)),
+        )
+        .route("/v1/analyses/{id}", get(analyses::get))
+        .route("/v1/analyses/{id}/images/{index}", get(analyses::get_image))
+        .route("/v1/subjects/{subject}", delete(analyses::subjects::erase))
+        .route("/v1/subjects/{subject}/analyses", get(analyses::subjects::list))
+        .route("/v1/subjects/{subject}/export", get(analyses::subjects::export))
+        .route("/v1/models", get(analyses::catalog::models))
+        .route("/v1/body-sites", get(analyses::catalog::body_sites))
+        .route("/v2/health/live", get(analyses::catalog::oip_live))
+        .route("/v2/health/ready", get(analyses::catalog::oip_ready))
+        .route("/v2/models/{name}", get(analyses::catalog::oip_model))
+        .route("/v2/models/{name}/ready", get(analyses::catalog::oip_model_ready))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .layer(
             ServiceBuilder::new()

@@ -28,6 +28,9 @@ pub struct NewAttestation {
 pub struct NewOrganization {
     pub name: String,
     pub attestation: Option<NewAttestation>,
+    /// Opt-in: keep analysed images (re-encoded, metadata stripped) with the reports.
+    #[serde(default, alias = "storeImages")]
+    pub store_images: bool,
 }
 
 #[derive(Serialize)]
@@ -37,6 +40,7 @@ pub struct OrganizationView {
     pub status: OrgStatus,
     pub attestation: AttestationView,
     pub created_at: String,
+    pub store_images: bool,
 }
 
 #[derive(Serialize)]
@@ -62,6 +66,7 @@ impl From<Organization> for OrganizationView {
                 attested_at: rfc3339(o.attestation.attested_at),
             },
             created_at: rfc3339(o.created_at),
+            store_images: o.store_images,
         }
     }
 }
@@ -91,6 +96,7 @@ pub async fn create(
             attested_at: now,
         },
         created_at: now,
+        store_images: body.store_images,
     };
     state.commit(Command::CreateOrganization(org.clone())).await?;
     tracing::info!(org_id = %org.id, by = %principal.id, "organization created");
@@ -128,19 +134,33 @@ pub async fn get(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationPatch {
-    pub status: OrgStatus,
+    pub status: Option<OrgStatus>,
+    #[serde(default, alias = "storeImages")]
+    pub store_images: Option<bool>,
 }
 
-/// Suspends or reactivates an organisation (platform administrators only).
+/// Suspends or reactivates an organisation (platform administrators only), or changes its
+/// data-handling settings (its own administrators too).
 pub async fn patch(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<Uuid>,
     Json(body): Json<OrganizationPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
-    principal.require(Permission::OrganizationsManage)?;
-    state.commit(Command::SetOrganizationStatus { id, status: body.status }).await?;
-    tracing::info!(org_id = %id, status = ?body.status, by = %principal.id, "organization status changed");
+    if body.status.is_none() && body.store_images.is_none() {
+        return Err(ApiError::validation("body", "required", "send status and/or store_images"));
+    }
+    if let Some(store_images) = body.store_images {
+        principal.require(Permission::OrganizationSettings)?;
+        principal.require_org(&id, "organization")?;
+        state.commit(Command::SetOrganizationSettings { id, store_images }).await?;
+        tracing::info!(org_id = %id, store_images, by = %principal.id, "organization settings changed");
+    }
+    if let Some(status) = body.status {
+        principal.require(Permission::OrganizationsManage)?;
+        state.commit(Command::SetOrganizationStatus { id, status }).await?;
+        tracing::info!(org_id = %id, ?status, by = %principal.id, "organization status changed");
+    }
     let org = state.store.organization(&id)?.ok_or_else(|| ApiError::NotFound("organization".into()))?;
     Ok(axum::Json(OrganizationView::from(org)))
 }

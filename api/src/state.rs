@@ -24,6 +24,7 @@ pub struct ApiSettings {
     pub rate_limits: crate::rate_limit::RateLimitSettings,
     /// Proxies whose `X-Forwarded-For` is believed (for per-IP limits).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub analyses: crate::analyses::AnalysisSettings,
 }
 
 impl Default for ApiSettings {
@@ -35,6 +36,7 @@ impl Default for ApiSettings {
             lockout: Default::default(),
             rate_limits: Default::default(),
             trusted_proxies: Vec::new(),
+            analyses: Default::default(),
         }
     }
 }
@@ -50,6 +52,8 @@ pub struct Inner {
     /// This node's own base URL, for links in discovery documents.
     pub public_url: String,
     pub rate_limits: std::sync::Arc<crate::rate_limit::RateLimits>,
+    /// The model runtime and its bounded worker pool.
+    pub engine: Arc<dermagate_inference::Engine>,
 }
 
 #[derive(Clone)]

@@ -18,7 +18,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_bytes: 10 << 20, max_pixels: 40_000_000, min_width: 320, min_height: 240 }
+        DecodeLimits { max_bytes: 8 << 20, max_pixels: 40_000_000, min_width: 320, min_height: 240 }
     }
 }
 

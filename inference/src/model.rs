@@ -40,11 +40,25 @@ impl Model {
     pub fn load(dir: &Path) -> Result<Model, ModelError> {
         let text = std::fs::read_to_string(dir.join("manifest.json"))
             .map_err(|e| ModelError::Manifest(format!("{}: {e}", dir.join("manifest.json").display())))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| ModelError::Manifest(e.to_string()))?;
+        let onnx = std::fs::read(dir.join("model.onnx"))
+            .map_err(|e| ModelError::Graph(format!("{}: {e}", dir.join("model.onnx").display())))?;
+        Model::from_parts(&text, &onnx)
+    }
+
+    /// The repository's demonstration model, built into the binary so a node runs with no files.
+    pub fn embedded_demo() -> Result<Model, ModelError> {
+        Model::from_parts(include_str!("../models/demo/manifest.json"), include_bytes!("../models/demo/model.onnx"))
+    }
+
+    /// A model from its manifest text and ONNX bytes, validated one against the other.
+    pub fn from_parts(manifest_json: &str, onnx: &[u8]) -> Result<Model, ModelError> {
+        let manifest: Manifest =
+            serde_json::from_str(manifest_json).map_err(|e| ModelError::Manifest(e.to_string()))?;
         manifest.validate().map_err(ModelError::Manifest)?;
         let i = &manifest.input;
-        let graph =
-            tract_onnx::onnx().model_for_path(dir.join("model.onnx")).map_err(|e| ModelError::Graph(e.to_string()))?;
+        let graph = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .map_err(|e| ModelError::Graph(e.to_string()))?;
         let input_names: Vec<String> = graph
             .input_outlets()
             .map_err(|e| ModelError::Graph(e.to_string()))?

@@ -33,6 +33,7 @@ async fn fixture() -> anyhow::Result<(tempfile::TempDir, std::sync::Arc<dermagat
         status: OrgStatus::Active,
         attestation: Attestation { contract_reference: "b".into(), attested_by: "b".into(), attested_at: 0 },
         created_at: 0,
+        store_images: false,
     };
     let user = User {
         id: Uuid::new_v4(),

@@ -31,6 +31,74 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
+}
+
+/// The model, its worker pool and the device's input limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// A directory with `model.onnx` and `manifest.json`; unset runs the built-in demonstration
+    /// model (not for clinical use).
+    pub model_dir: Option<PathBuf>,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Analyses that may wait for a worker; beyond this the node answers 503 at once.
+    pub queue_capacity: usize,
+    /// Deadline of one analysis, queueing included.
+    pub deadline_ms: u64,
+    pub max_images: usize,
+    pub max_image_bytes: usize,
+    pub max_image_pixels: u64,
+    /// Largest body of `POST /v1/analyses` (base64 images included).
+    pub max_body_bytes: usize,
+    pub idempotency_ttl_secs: u64,
+    /// Longest side of the stored copy of an image (organisations that opted in).
+    pub stored_image_max_side: u32,
+    pub quality: QualityConfig,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            model_dir: None,
+            workers: 0,
+            queue_capacity: 0,
+            deadline_ms: 10_000,
+            max_images: 3,
+            max_image_bytes: 8 << 20,
+            max_image_pixels: 40_000_000,
+            max_body_bytes: 36 << 20,
+            idempotency_ttl_secs: 24 * 3600,
+            stored_image_max_side: 1024,
+            quality: QualityConfig::default(),
+        }
+    }
+}
+
+/// Thresholds of the image-quality gate; `version` is stamped into every verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    pub version: String,
+    pub min_sharpness: f64,
+    pub max_dark_fraction: f64,
+    pub max_bright_fraction: f64,
+    pub min_contrast: f64,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        let t = dermagate_inference::quality::QualityThresholds::default();
+        QualityConfig {
+            version: t.version,
+            min_sharpness: t.min_sharpness,
+            max_dark_fraction: t.max_dark_fraction,
+            max_bright_fraction: t.max_bright_fraction,
+            min_contrast: t.min_contrast,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,7 +380,7 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
 fn is_config_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     const TOP: [&str; 3] = ["version", "node_id", "data_dir"];
-    const SECTIONS: [&str; 8] = ["api", "raft", "tls", "storage", "metrics", "cluster", "auth", "log"];
+    const SECTIONS: [&str; 9] = ["api", "raft", "tls", "storage", "metrics", "cluster", "auth", "log", "inference"];
     TOP.contains(&key.as_str()) || SECTIONS.iter().any(|s| key.starts_with(&format!("{s}__")))
 }
 
@@ -395,6 +463,31 @@ impl NodeConfig {
         }
         if self.auth.signing_key_rotation_days == 0 {
             return Err(bad("auth.signing_key_rotation_days", "must be positive"));
+        }
+        let i = &self.inference;
+        if let Some(dir) = &i.model_dir {
+            if !dir.join("model.onnx").is_file() || !dir.join("manifest.json").is_file() {
+                return Err(bad(
+                    "inference.model_dir",
+                    format!("{} must hold model.onnx and manifest.json", dir.display()),
+                ));
+            }
+        }
+        if i.max_images == 0 || i.max_images > 16 {
+            return Err(bad("inference.max_images", "must be between 1 and 16"));
+        }
+        if i.deadline_ms == 0 || i.deadline_ms >= self.api.request_timeout_ms {
+            return Err(bad("inference.deadline_ms", "must be positive and below api.request_timeout_ms"));
+        }
+        if i.max_image_bytes == 0 || i.max_body_bytes < i.max_image_bytes {
+            return Err(bad("inference.max_body_bytes", "must be at least inference.max_image_bytes"));
+        }
+        let q = &i.quality;
+        if q.version.trim().is_empty() {
+            return Err(bad("inference.quality.version", "must name the thresholds' version"));
+        }
+        if !(0.0..=1.0).contains(&q.max_dark_fraction) || !(0.0..=1.0).contains(&q.max_bright_fraction) {
+            return Err(bad("inference.quality.max_dark_fraction", "fractions must be between 0 and 1"));
         }
         if self.auth.argon2_memory_kib < 8 * 1024 || self.auth.argon2_iterations == 0 {
             return Err(bad("auth.argon2_memory_kib", "argon2id needs at least 8192 KiB and one iteration"));

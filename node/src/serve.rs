@@ -14,10 +14,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use axum_server::tls_rustls::RustlsConfig;
+use dermagate_api::analyses::input::InputLimits;
+use dermagate_api::analyses::AnalysisSettings;
 use dermagate_api::auth::password::{PasswordSettings, Passwords};
 use dermagate_api::auth::tokens::{TokenService, TokenSettings};
 use dermagate_api::rate_limit::{Limit, RateLimitSettings, RateLimits};
 use dermagate_api::{ApiSettings, AppState, Inner};
+use dermagate_inference::decode::DecodeLimits;
+use dermagate_inference::quality::QualityThresholds;
+use dermagate_inference::{Engine, EngineSettings, Model};
 use dermagate_raft::network::Network;
 use dermagate_raft::{NodeInfo, PeerTls, RaftNode, RaftSettings};
 use dermagate_storage::model::LockoutPolicy;
@@ -59,6 +64,45 @@ fn initial_members(config: &NodeConfig) -> BTreeMap<u64, NodeInfo> {
         .iter()
         .map(|m| (m.id, NodeInfo { raft_addr: m.raft_addr.clone(), api_url: m.api_url.clone() }))
         .collect()
+}
+
+/// Loads the model (the operator's, or the built-in demonstration model) and starts its pool.
+/// A model whose manifest and graph disagree stops the node here, before it serves anything.
+pub fn engine(config: &NodeConfig) -> anyhow::Result<Engine> {
+    let i = &config.inference;
+    let model = match &i.model_dir {
+        Some(dir) => Model::load(dir).with_context(|| format!("loading the model in {}", dir.display()))?,
+        None => Model::embedded_demo().context("loading the built-in demonstration model")?,
+    };
+    if model.manifest.demonstration {
+        tracing::warn!(model = %model.manifest.name, "running a DEMONSTRATION model: not for clinical use");
+    }
+    let defaults = EngineSettings::default();
+    let workers = if i.workers == 0 { defaults.workers } else { i.workers };
+    let min = model.manifest.min_resolution;
+    let q = &i.quality;
+    let settings = EngineSettings {
+        decode: DecodeLimits {
+            max_bytes: i.max_image_bytes,
+            max_pixels: i.max_image_pixels,
+            min_width: min.width,
+            min_height: min.height,
+        },
+        quality: QualityThresholds {
+            version: q.version.clone(),
+            min_sharpness: q.min_sharpness,
+            max_dark_fraction: q.max_dark_fraction,
+            max_bright_fraction: q.max_bright_fraction,
+            min_contrast: q.min_contrast,
+            min_width: min.width,
+            min_height: min.height,
+        },
+        workers,
+        queue: if i.queue_capacity == 0 { workers * 4 } else { i.queue_capacity },
+        stored_max_side: i.stored_image_max_side,
+    };
+    tracing::info!(model = %model.manifest.name, version = %model.manifest.version, workers, queue = settings.queue, "model loaded");
+    Ok(Engine::new(model, settings))
 }
 
 fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> anyhow::Result<AppState> {
@@ -113,10 +157,20 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> any
             lockout,
             rate_limits,
             trusted_proxies: config.api.trusted_proxies.clone(),
+            analyses: AnalysisSettings {
+                limits: InputLimits {
+                    max_images: config.inference.max_images,
+                    max_image_bytes: config.inference.max_image_bytes,
+                    max_body_bytes: config.inference.max_body_bytes,
+                },
+                deadline: Duration::from_millis(config.inference.deadline_ms),
+                idempotency_ttl: Duration::from_secs(config.inference.idempotency_ttl_secs),
+            },
         },
         peer_http: Some(peer_http),
         public_url: config.api.public_url.trim_end_matches('/').to_string(),
         rate_limits: RateLimits::new(&rate_limits),
+        engine: Arc::new(engine(config)?),
     })))
 }
 

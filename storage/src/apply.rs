@@ -16,6 +16,7 @@ use crate::model::{
     keys, Client, Collection, Command, Invitation, KeyStatus, LockoutPolicy, OrgStatus, Organization, Request,
     Response, SignInState, SigningKey, User, UserStatus, SCHEMA_VERSION,
 };
+use crate::subjects;
 
 /// Pending writes of one apply batch over the committed state.
 pub struct Overlay<'a> {
@@ -28,7 +29,7 @@ impl<'a> Overlay<'a> {
         Overlay { store, writes: BTreeMap::new() }
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         match self.writes.get(key) {
             Some(Some(bytes)) => Ok(Some(serde_json::from_slice(bytes)?)),
             Some(None) => Ok(None),
@@ -36,24 +37,24 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn exists(&self, key: &[u8]) -> Result<bool, StoreError> {
+    pub(crate) fn exists(&self, key: &[u8]) -> Result<bool, StoreError> {
         match self.writes.get(key) {
             Some(v) => Ok(v.is_some()),
             None => Ok(self.store.get_raw(CF_SM_DATA, key)?.is_some()),
         }
     }
 
-    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
+    pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
         self.writes.insert(key, Some(serde_json::to_vec(value)?));
         Ok(())
     }
 
-    fn delete(&mut self, key: Vec<u8>) {
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
         self.writes.insert(key, None);
     }
 
     /// Keys under `prefix` as the batch sees them (committed keys plus pending, minus deleted).
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    pub(crate) fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut keys: BTreeMap<Vec<u8>, bool> =
             self.store.scan_prefix(CF_SM_DATA, prefix.as_bytes())?.into_iter().map(|(k, _)| (k, true)).collect();
         for (k, v) in self.writes.range(prefix.as_bytes().to_vec()..) {
@@ -166,6 +167,22 @@ pub fn apply_request(state: &mut Overlay<'_>, req: &Request) -> Result<Response,
             state.delete(keys::record(*collection, id));
             Ok(Response::Ok)
         }
+        Command::SetOrganizationSettings { id, store_images } => {
+            subjects::set_organization_settings(state, id, *store_images)
+        }
+        Command::ClaimIdempotencyKey { scoped_key, record } => {
+            subjects::claim_idempotency_key(state, scoped_key, record, req.at_ms)
+        }
+        Command::ReleaseIdempotencyKey { scoped_key, fingerprint } => {
+            subjects::release_idempotency_key(state, scoped_key, fingerprint)
+        }
+        Command::StoreReport { report, images } => subjects::store_report(state, report, images, req.at_ms),
+        Command::EraseSubject { org_id, subject, audit } => subjects::erase_subject(state, org_id, subject, audit),
+        Command::Audit(entry) => {
+            state.put(keys::record(Collection::Audit, &entry.id.to_string()), entry)?;
+            Ok(Response::Ok)
+        }
+        Command::PurgeIdempotencyKeys { now_ms } => subjects::purge_idempotency_keys(state, *now_ms),
     }
 }
 

@@ -227,6 +227,27 @@ impl Store {
         Ok(self.db.get_pinned_cf(self.cf(CF_SM_DATA), keys::revoked_family(family))?.is_some())
     }
 
+    pub fn report(&self, id: &Uuid) -> Result<Option<crate::model::StoredReport>, StoreError> {
+        self.record(crate::model::Collection::Report, &id.to_string())
+    }
+
+    /// A subject's reports in time-series order (by issue time, then id).
+    pub fn subject_reports(&self, org_id: &Uuid, subject: &str) -> Result<Vec<crate::model::StoredReport>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.scan_json::<Uuid>(&keys::subject_prefix(org_id, subject))? {
+            // An index entry whose report is missing cannot happen (both change in one apply);
+            // skipping is still safer than failing the listing.
+            if let Some(report) = self.report(&id)? {
+                out.push(report);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn report_images(&self, report: &Uuid) -> Result<Vec<crate::model::StoredImage>, StoreError> {
+        self.scan_json(&keys::image_prefix(report))
+    }
+
     pub fn record<T: DeserializeOwned>(
         &self,
         collection: crate::model::Collection,

@@ -9,6 +9,7 @@ pub mod model;
 pub mod seal;
 pub mod snapshot;
 pub mod state_machine;
+pub mod subjects;
 pub mod types;
 
 pub use db::Store;

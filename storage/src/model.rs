@@ -32,6 +32,8 @@ impl Command {
                 | Command::RevokeRefreshFamily { .. }
                 | Command::RotateRefreshToken { .. }
                 | Command::RecordSignInFailure { .. }
+                // Erasure: once acknowledged, no reachable node may still serve the subject.
+                | Command::EraseSubject { .. }
         )
     }
 }
@@ -129,6 +131,41 @@ pub enum Command {
         collection: Collection,
         id: String,
     },
+    /// Sets an organisation's data-handling choices (image storage opt-in).
+    SetOrganizationSettings {
+        id: Uuid,
+        store_images: bool,
+    },
+    /// Reserves an idempotency key for a request in flight. Refused (`Conflict`) while another
+    /// request holds the key or a completed request's record has not expired.
+    ClaimIdempotencyKey {
+        scoped_key: String,
+        record: IdempotencyRecord,
+    },
+    /// Frees a key whose request failed before it produced a report, so the client may retry.
+    ReleaseIdempotencyKey {
+        scoped_key: String,
+        fingerprint: String,
+    },
+    /// Adds an immutable report to its subject's time series (with its stored images, if any),
+    /// and completes the idempotency key it was computed under, atomically.
+    StoreReport {
+        report: StoredReport,
+        images: Vec<StoredImage>,
+    },
+    /// Erases every report, image and idempotency record of a subject (GDPR art. 17) and writes
+    /// an audit entry, atomically.
+    EraseSubject {
+        org_id: Uuid,
+        subject: String,
+        audit: AuditEntry,
+    },
+    /// Writes an audit entry on its own (exports of personal data).
+    Audit(AuditEntry),
+    /// Drops idempotency records that have expired.
+    PurgeIdempotencyKeys {
+        now_ms: i64,
+    },
 }
 
 /// What applying a command produced; errors here are business outcomes, identical on all nodes.
@@ -176,6 +213,9 @@ pub struct Organization {
     pub status: OrgStatus,
     pub attestation: Attestation,
     pub created_at: i64,
+    /// Opt-in: keep the analysed images (re-encoded, metadata stripped) with the reports.
+    #[serde(default)]
+    pub store_images: bool,
 }
 
 /// The contract clause in which the customer declares it is a licensed healthcare provider.
@@ -317,6 +357,79 @@ impl SignInState {
     }
 }
 
+/// A diagnostic report in its subject's time series. **Reports are immutable**: a new analysis
+/// of the same lesion adds a point linked by `previous_report_id`, it never overwrites one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredReport {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The care provider's pseudonymous identifier of the subject (never a name).
+    pub subject: String,
+    pub issued_ms: i64,
+    pub previous_report_id: Option<Uuid>,
+    /// The organisation-scoped idempotency key this report completes, if any.
+    pub idempotency_key: Option<String>,
+    /// The report as the API returns it.
+    pub body: serde_json::Value,
+}
+
+/// An analysed image kept with its report (organisations that opted in); re-encoded, so it
+/// carries no EXIF or other metadata of the upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredImage {
+    pub report_id: Uuid,
+    pub index: u32,
+    pub content_type: String,
+    /// Base64 of the re-encoded image.
+    pub data: String,
+}
+
+/// What an `Idempotency-Key` is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the canonical request: the same key with another body is refused.
+    pub fingerprint: String,
+    pub state: IdempotencyState,
+    /// After this instant (unix ms) the key is forgotten.
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum IdempotencyState {
+    /// A request holds the key until `lease_until_ms` (after which a crashed holder is presumed).
+    InFlight {
+        lease_until_ms: i64,
+    },
+    Done {
+        report_id: Uuid,
+    },
+}
+
+impl IdempotencyRecord {
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        match self.state {
+            IdempotencyState::InFlight { lease_until_ms } => now_ms < lease_until_ms && now_ms < self.expires_at_ms,
+            IdempotencyState::Done { .. } => now_ms < self.expires_at_ms,
+        }
+    }
+}
+
+/// An entry of the audit trail of personal-data operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at_ms: i64,
+    pub action: String,
+    pub actor: String,
+    pub org_id: Uuid,
+    /// SHA-256 of the subject identifier: the trail proves the erasure without keeping the id.
+    pub subject_hash: String,
+    /// Filled in by apply (how many reports were affected).
+    #[serde(default)]
+    pub reports: u64,
+}
+
 /// RocksDB keys of the state machine. **Keys carry ids and hashes only, never personal data.**
 pub mod keys {
     use sha2::{Digest, Sha256};
@@ -361,6 +474,23 @@ pub mod keys {
     }
     pub fn revoked_family(family: &Uuid) -> Vec<u8> {
         format!("rfam/{family}").into_bytes()
+    }
+    pub const SUBJECT: &str = "subj/";
+    pub const IMAGE: &str = "img/";
+
+    /// Prefix of one subject's time-series index: `subj/<hash(org, subject)>/`.
+    pub fn subject_prefix(org_id: &Uuid, subject: &str) -> String {
+        format!("{SUBJECT}{}/", hash_hex(&format!("{org_id}/{subject}")))
+    }
+    /// Index entry ordered by issue time, then id: a scan of the prefix is the time series.
+    pub fn subject_entry(org_id: &Uuid, subject: &str, issued_ms: i64, report: &Uuid) -> Vec<u8> {
+        format!("{}{:016x}/{report}", subject_prefix(org_id, subject), issued_ms.max(0)).into_bytes()
+    }
+    pub fn image_prefix(report: &Uuid) -> String {
+        format!("{IMAGE}{report}/")
+    }
+    pub fn image(report: &Uuid, index: u32) -> Vec<u8> {
+        format!("{}{index:02}", image_prefix(report)).into_bytes()
     }
     pub fn record(collection: super::Collection, id: &str) -> Vec<u8> {
         format!("{}{}", collection.prefix(), hash_hex(id)).into_bytes()

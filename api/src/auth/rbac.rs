@@ -9,6 +9,8 @@ pub enum Permission {
     ClusterManage,
     OrganizationsManage,
     OrganizationRead,
+    /// The organisation's own data-handling settings (image storage opt-in).
+    OrganizationSettings,
     UsersManage,
     UsersRead,
     ClientsManage,
@@ -30,6 +32,7 @@ pub const TABLE: &[(Role, &[Permission])] = &[
             ClusterManage,
             OrganizationsManage,
             OrganizationRead,
+            OrganizationSettings,
             UsersManage,
             UsersRead,
             ClientsManage,
@@ -38,7 +41,16 @@ pub const TABLE: &[(Role, &[Permission])] = &[
     ),
     (
         Role::OrgAdmin,
-        &[OrganizationRead, UsersManage, UsersRead, ClientsManage, ReportsRead, SubjectsErase, AnalysesCreate],
+        &[
+            OrganizationRead,
+            OrganizationSettings,
+            UsersManage,
+            UsersRead,
+            ClientsManage,
+            ReportsRead,
+            SubjectsErase,
+            AnalysesCreate,
+        ],
     ),
     (Role::Clinician, &[OrganizationRead, AnalysesCreate, ReportsRead]),
     (Role::Auditor, &[OrganizationRead, UsersRead, ReportsRead]),
@@ -53,7 +65,8 @@ pub fn roles_have(roles: &[Role], permission: Permission) -> bool {
 }
 
 /// Client keys carry scopes instead of roles; each scope grants exactly one permission.
-pub const SCOPES: &[(&str, Permission)] = &[("analyses:write", AnalysesCreate), ("reports:read", ReportsRead)];
+pub const SCOPES: &[(&str, Permission)] =
+    &[("analyses:write", AnalysesCreate), ("reports:read", ReportsRead), ("subjects:erase", SubjectsErase)];
 
 pub fn scopes_have(scopes: &[String], permission: Permission) -> bool {
     SCOPES.iter().any(|(scope, p)| *p == permission && scopes.iter().any(|s| s == scope))

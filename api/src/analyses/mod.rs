@@ -1,0 +1,284 @@
+//! The device's output over REST: `POST /v1/analyses` turns images and metadata into an immutable
+//! report in the subject's time series, replicated through Raft so any node serves it. Inference
+//! runs on the bounded worker pool; **when it is full the node answers 503 with `Retry-After` at
+//! once instead of timing out later**.
+
+pub mod catalog;
+pub mod fhir;
+pub mod idempotency;
+pub mod input;
+pub mod report;
+pub mod subjects;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use dermagate_inference::{AnalysisError, UploadedImage};
+use dermagate_storage::model::{Command, StoredImage, StoredReport};
+use uuid::Uuid;
+
+use crate::auth::rbac::Permission;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::{now_ms, AppState};
+use idempotency::{Claim, IdempotencyKey};
+use input::AnalysisInput;
+use report::{Report, ReportContext};
+
+/// Settings of the analysis endpoints, from the configuration.
+#[derive(Debug, Clone)]
+pub struct AnalysisSettings {
+    pub limits: input::InputLimits,
+    /// Longest an analysis may wait for and use a worker.
+    pub deadline: Duration,
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        AnalysisSettings {
+            limits: input::InputLimits { max_images: 3, max_image_bytes: 8 << 20, max_body_bytes: 36 << 20 },
+            deadline: Duration::from_secs(10),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `POST /v1/analyses`.
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::AnalysesCreate)?;
+    let started = Instant::now();
+    let settings = state.settings.analyses.clone();
+    let scoped_key = idempotency::from_headers(&headers, &principal)?;
+    let input = input::read(request, &state, &settings.limits).await?;
+    let key = scoped_key.map(|scoped| IdempotencyKey { scoped, fingerprint: input.fingerprint() });
+    if let Some(key) = &key {
+        let lease = (settings.deadline + state.settings.request_timeout).as_millis() as i64;
+        if let Claim::Replay(original) =
+            idempotency::claim(&state, key, settings.idempotency_ttl.as_millis() as i64, lease).await?
+        {
+            metrics::counter!("dermagate_analyses_total", "outcome" => "replayed").increment(1);
+            return respond_created(&headers, original.body, true);
+        }
+    }
+    let result = analyse_and_store(&state, &principal, input, key.clone(), started + settings.deadline).await;
+    match result {
+        Ok(body) => respond_created(&headers, body, false),
+        Err(Stored::Replayed(original)) => respond_created(&headers, original.body, true),
+        Err(Stored::Failed(e)) => {
+            if let Some(key) = key {
+                // Outcome-unknown writes keep the claim: the report may exist; the lease expires.
+                if !matches!(e, ApiError::OutcomeUnknown(_)) {
+                    idempotency::release(&state, key);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+enum Stored {
+    Replayed(Box<StoredReport>),
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Stored {
+    fn from(e: ApiError) -> Self {
+        Stored::Failed(e)
+    }
+}
+
+async fn analyse_and_store(
+    state: &AppState,
+    principal: &Principal,
+    input: AnalysisInput,
+    key: Option<IdempotencyKey>,
+    deadline: Instant,
+) -> Result<serde_json::Value, Stored> {
+    check_previous_report(state, principal, &input).await?;
+    let store_images =
+        state.store.organization(&principal.org_id).map_err(ApiError::from)?.is_some_and(|o| o.store_images);
+    let uploads: Vec<UploadedImage> = input.images.clone();
+    let analysis = state.engine.analyse(uploads, store_images, deadline).await.map_err(analysis_error)?;
+    let id = Uuid::now_v7();
+    let issued_ms = now_ms();
+    let manifest = &state.engine.model().manifest;
+    let ctx = ReportContext {
+        id,
+        issued_ms,
+        org_id: principal.org_id,
+        requested_by: &principal.id,
+        manifest,
+        input: &input,
+        stored: store_images,
+    };
+    let report = report::build(&ctx, &analysis);
+    let body = serde_json::to_value(&report).map_err(ApiError::internal)?;
+    let images = stored_images(id, &analysis);
+    let stored = StoredReport {
+        id,
+        org_id: principal.org_id,
+        subject: input.subject.clone(),
+        issued_ms,
+        previous_report_id: input.previous_report_id,
+        idempotency_key: key.as_ref().map(|k| k.scoped.clone()),
+        body: body.clone(),
+    };
+    match state.commit(Command::StoreReport { report: stored, images }).await {
+        Ok(()) => {}
+        Err(ApiError::Conflict(reason)) if reason.starts_with("idempotency key done") => {
+            let original = reason.rsplit(' ').next().and_then(|id| id.parse::<Uuid>().ok());
+            if let Some(found) = original.and_then(|id| state.store.report(&id).ok().flatten()) {
+                return Err(Stored::Replayed(Box::new(found)));
+            }
+            return Err(ApiError::Conflict(reason).into());
+        }
+        Err(ApiError::Unprocessable(reason)) if reason.contains("previousReportId") => {
+            return Err(previous_mismatch().into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let outcome = report.outcome.clone();
+    metrics::counter!("dermagate_analyses_total", "outcome" => outcome.clone()).increment(1);
+    tracing::info!(report_id = %id, org_id = %principal.org_id, by = %principal.id, outcome, images = input.images.len(), "analysis stored");
+    Ok(body)
+}
+
+fn previous_mismatch() -> ApiError {
+    ApiError::validation(
+        "previousReportId",
+        "same_subject",
+        "previousReportId must be a report of the same subject in your organisation",
+    )
+}
+
+/// The link to an earlier point must stay inside the subject's own series (and organisation).
+async fn check_previous_report(state: &AppState, principal: &Principal, input: &AnalysisInput) -> Result<(), ApiError> {
+    let Some(previous) = input.previous_report_id else { return Ok(()) };
+    let found = state.read_fresh(|| Ok(state.store.report(&previous)?)).await?;
+    match found {
+        Some(p) if p.org_id == principal.org_id && p.subject == input.subject => Ok(()),
+        _ => Err(previous_mismatch()),
+    }
+}
+
+fn stored_images(report_id: Uuid, analysis: &dermagate_inference::Analysis) -> Vec<StoredImage> {
+    analysis
+        .images
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            r.stored_jpeg.as_ref().map(|jpeg| StoredImage {
+                report_id,
+                index: i as u32,
+                content_type: "image/jpeg".into(),
+                data: base64::engine::general_purpose::STANDARD.encode(jpeg),
+            })
+        })
+        .collect()
+}
+
+fn analysis_error(e: AnalysisError) -> ApiError {
+    match e {
+        AnalysisError::Rejected { index, error } => input::rejected_image(index, &error),
+        AnalysisError::Busy => {
+            metrics::counter!("dermagate_analyses_total", "outcome" => "shed").increment(1);
+            ApiError::Unavailable {
+                detail: "the device is at capacity; retry after the indicated delay or on another node".into(),
+                retry_after_secs: 1,
+            }
+        }
+        AnalysisError::DeadlineExceeded => {
+            metrics::counter!("dermagate_analyses_total", "outcome" => "deadline").increment(1);
+            ApiError::Unavailable {
+                detail: "the analysis could not finish within its deadline".into(),
+                retry_after_secs: 2,
+            }
+        }
+        AnalysisError::Stopped => {
+            ApiError::Unavailable { detail: "this node is shutting down".into(), retry_after_secs: 1 }
+        }
+        AnalysisError::Model(e) => ApiError::Internal(e.to_string()),
+    }
+}
+
+/// Whether the client asked for FHIR (`Accept: application/fhir+json`).
+pub fn wants_fhir(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(fhir::FHIR_JSON))
+    })
+}
+
+/// The report as JSON or as a FHIR Bundle, as the client asked.
+pub fn render(headers: &HeaderMap, body: serde_json::Value) -> Result<Response, ApiError> {
+    if wants_fhir(headers) {
+        let report: Report = serde_json::from_value(body).map_err(ApiError::internal)?;
+        let mut resp = axum::Json(fhir::bundle(&report)).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(fhir::FHIR_JSON));
+        Ok(resp)
+    } else {
+        Ok(axum::Json(body).into_response())
+    }
+}
+
+fn respond_created(headers: &HeaderMap, body: serde_json::Value, replayed: bool) -> Result<Response, ApiError> {
+    let id = body["id"].as_str().unwrap_or_default().to_string();
+    let mut resp = render(headers, body)?;
+    *resp.status_mut() = StatusCode::CREATED;
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/analyses/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// A report of the caller's organisation, or 404 (another organisation's reports do not exist).
+pub async fn find_report(state: &AppState, principal: &Principal, id: &str) -> Result<StoredReport, ApiError> {
+    let not_found = || ApiError::NotFound("report".into());
+    let id: Uuid = id.parse().map_err(|_| not_found())?;
+    let report = state.read_fresh(|| Ok(state.store.report(&id)?)).await?.ok_or_else(not_found)?;
+    if report.org_id != principal.org_id {
+        return Err(not_found());
+    }
+    Ok(report)
+}
+
+/// `GET /v1/analyses/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::ReportsRead)?;
+    let report = find_report(&state, &principal, &id).await?;
+    render(&headers, report.body)
+}
+
+/// `GET /v1/analyses/{id}/images/{index}`: a stored copy (organisations that opted in).
+pub async fn get_image(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, index)): Path<(String, u32)>,
+) -> Result<Response, ApiError> {
+    principal.require(Permission::ReportsRead)?;
+    let report = find_report(&state, &principal, &id).await?;
+    let image = state
+        .store
+        .report_images(&report.id)?
+        .into_iter()
+        .find(|i| i.index == index)
+        .ok_or_else(|| ApiError::NotFound("stored image".into()))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(&image.data).map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, image.content_type)], bytes).into_response())
+}

@@ -1,0 +1,533 @@
+//! The device's output against a real 3-node cluster over HTTPS (issue 4): analyses, reports
+//! served by every node after the computing node dies, every input rule, the quality gate, the
+//! time series, idempotent retries across nodes, tenant isolation, FHIR, images opt-in with
+//! metadata stripped, and erasure on every node.
+
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
+
+use std::collections::HashSet;
+use std::io::Cursor;
+use std::time::Duration;
+
+use base64::Engine;
+use dermagate_chaos_tests::cluster::{phase, serial, unique, TestCluster};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct-horse-battery-staple";
+const B64: base64::engine::general_purpose::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const ICD11: &str = "http://id.who.int/icd/release/11/mms";
+
+/// A sharp, well-exposed synthetic skin photo: textured mid-tones with fine detail.
+fn sharp(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let base = 120.0 + 60.0 * ((x as f32 / 7.0).sin() * (y as f32 / 5.0).cos());
+        let detail = if (x / 3 + y / 3) % 2 == 0 { 25.0 } else { -25.0 };
+        let v = (base + detail).clamp(0.0, 255.0);
+        image::Rgb([v as u8, (v * 0.8) as u8, (v * 0.7) as u8])
+    })
+}
+
+fn map(img: &image::RgbImage, f: impl Fn(u8) -> u8) -> image::RgbImage {
+    image::RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let p = img.get_pixel(x, y);
+        image::Rgb([f(p[0]), f(p[1]), f(p[2])])
+    })
+}
+
+fn encode(img: &image::RgbImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn jpeg(img: &image::RgbImage) -> Vec<u8> {
+    encode(img, image::ImageFormat::Jpeg)
+}
+
+fn png(img: &image::RgbImage) -> Vec<u8> {
+    encode(img, image::ImageFormat::Png)
+}
+
+fn image_json(bytes: &[u8], content_type: &str) -> Value {
+    json!({ "data": B64.encode(bytes), "contentType": content_type })
+}
+
+fn request(images: Vec<Value>, subject: &str) -> Value {
+    json!({ "images": images, "subject": subject, "bodySite": "ARM_LEFT" })
+}
+
+/// An organisation and its administrator's token (org admins may analyse, read and erase).
+async fn tenant(c: &TestCluster, admin: &str) -> anyhow::Result<(String, String)> {
+    let (status, org) = c.create_org(1, admin, &unique("clinic")).await?;
+    anyhow::ensure!(status == 201, "create org: {status}");
+    let org = org.unwrap();
+    let user = unique("orgadmin");
+    let body = json!({"username": user, "password": PASSWORD, "roles": ["org_admin"]});
+    let (s, _) = c.post(1, &format!("/v1/organizations/{org}/users"), admin, &body).await?;
+    anyhow::ensure!(s == 201, "create org admin: {s}");
+    Ok((org.clone(), c.login(1, &user, PASSWORD).await?))
+}
+
+async fn analyse(c: &TestCluster, node: u64, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    c.post(node, "/v1/analyses", token, body).await
+}
+
+fn assert_problem(status: u16, body: &Value, want_status: u16, field: &str, rule: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["status"], want_status, "{body}");
+    assert_eq!(body["field"], field, "{body}");
+    assert_eq!(body["rule"], rule, "{body}");
+}
+
+fn check_report_shape(r: &Value) {
+    assert!(r["id"].as_str().unwrap().parse::<uuid_like::Id>().is_ok(), "{r}");
+    assert_eq!(r["status"], "final");
+    assert!(r["issued"].as_str().unwrap().ends_with('Z'));
+    assert!(r["analysisDuration"].as_f64().unwrap() >= 0.0);
+    assert_eq!(r["demonstration"], true, "the demo model labels every report");
+    assert_eq!(r["notice"], "Demonstration model, not for clinical use");
+    assert_eq!(r["model"]["name"], "dermagate-demo");
+    let conclusions = r["conclusions"].as_array().unwrap();
+    assert_eq!(conclusions.len(), 8);
+    let sum: f64 = conclusions.iter().map(|c| c["probability"].as_f64().unwrap()).sum();
+    assert!((sum - 100.0).abs() < 0.011, "probabilities sum to {sum}");
+    let probs: Vec<f64> = conclusions.iter().map(|c| c["probability"].as_f64().unwrap()).collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "ordered highest first: {probs:?}");
+    for c in conclusions {
+        assert_eq!(c["system"], ICD11);
+        assert!(!c["code"].as_str().unwrap().is_empty() && !c["display"].as_str().unwrap().is_empty());
+    }
+    let ind = &r["indicators"];
+    assert!(ind["malignancy"].as_f64().unwrap() <= 100.0);
+    assert!((0.0..=1.0).contains(&ind["normalizedEntropy"].as_f64().unwrap()));
+    assert!(ind["entropy"].as_f64().unwrap() >= 0.0);
+    let q = &r["imagingStudySeries"][0]["quality"];
+    assert_eq!(q["isValid"], true, "{q}");
+    assert!(q["score"].as_u64().unwrap() <= 100);
+}
+
+/// Minimal UUID shape check without another dependency.
+mod uuid_like {
+    pub struct Id;
+    impl std::str::FromStr for Id {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let ok = s.len() == 36
+                && s.chars().enumerate().all(|(i, c)| match i {
+                    8 | 13 | 18 | 23 => c == '-',
+                    _ => c.is_ascii_hexdigit(),
+                });
+            ok.then_some(Id).ok_or(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_a_report_survives_the_node_that_computed_it() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut c = TestCluster::start(3, &[]).await?;
+    let admin = c.admin_token(1).await?;
+    let (_, token) = tenant(&c, &admin).await?;
+
+    phase("POST one 1024x768 JPEG to node 2");
+    let body = request(vec![image_json(&jpeg(&sharp(1024, 768)), "image/jpeg")], "subj-0001");
+    let r = c.client.post(c.url(2, "/v1/analyses")).bearer_auth(&token).json(&body).send().await?;
+    assert_eq!(r.status(), 201);
+    let location = r.headers()["location"].to_str()?.to_string();
+    let report: Value = r.json().await?;
+    check_report_shape(&report);
+    assert_eq!(location, format!("/v1/analyses/{}", report["id"].as_str().unwrap()));
+    assert_eq!(report["subject"], "subj-0001");
+    assert_eq!(report["bodySite"]["code"], "ARM_LEFT");
+
+    phase("every node serves the same report, also after node 2 is killed");
+    for node in [1, 3] {
+        assert_eq!(c.wait_found(node, &location, &token, Duration::from_secs(5)).await?, report);
+    }
+    c.kill(2);
+    for node in [1, 3] {
+        let (s, again) = c.get(node, &location, &token).await?;
+        assert_eq!((s, &again), (200, &report));
+    }
+
+    phase("the catalogue endpoints");
+    let (s, sites) = c.get(1, "/v1/body-sites", &token).await?;
+    assert_eq!(s, 200);
+    assert!(sites.as_array().unwrap().iter().any(|s| s["code"] == "ARM_LEFT" && s["display"].is_string()));
+    let (s, models) = c.get(3, "/v1/models", &token).await?;
+    assert_eq!(s, 200);
+    let m = &models["items"][0];
+    assert_eq!((m["name"].as_str(), m["demonstration"].as_bool()), (Some("dermagate-demo"), Some(true)));
+    assert!(m["intendedUse"].as_str().unwrap().contains("not for clinical use"));
+    let (s, oip) = c.get(1, "/v2/models/dermagate-demo", &token).await?;
+    assert_eq!((s, oip["name"].as_str()), (200, Some("dermagate-demo")));
+    let (s, ready) = c.get(1, "/v2/health/ready", "").await?;
+    assert_eq!((s, ready["ready"].as_bool()), (200, Some(true)));
+    Ok(())
+}
+
+/// A PNG whose header claims `w` x `h` pixels, with a tiny (valid) body: a decompression bomb's
+/// signature without spending the test's memory on building one.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for b in data {
+            crc ^= *b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { 0xedb8_8320 ^ (crc >> 1) } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    // Small limits so the size rules are cheap to reach.
+    let env = [("DERMAGATE_INFERENCE__MAX_IMAGE_BYTES", "1000000"), ("DERMAGATE_INFERENCE__MAX_BODY_BYTES", "3000000")];
+    let c = TestCluster::start(3, &env).await?;
+    let admin = c.admin_token(1).await?;
+    let (_, token) = tenant(&c, &admin).await?;
+    let good = sharp(640, 480);
+    let good_png = png(&good);
+    let ok = |images: Vec<Value>| request(images, "subj-rules");
+
+    phase("rules on the request");
+    let (s, b) = analyse(&c, 1, &token, &ok(vec![])).await?;
+    assert_problem(s, &b, 400, "images", "required");
+    let four = vec![image_json(&good_png, "image/png"); 4];
+    let (s, b) = analyse(&c, 2, &token, &ok(four)).await?;
+    assert_problem(s, &b, 400, "images", "max_items");
+    let mut body = ok(vec![image_json(&good_png, "image/png")]);
+    body["bodySite"] = json!("ELBOW_OF_THE_MOON");
+    let (s, b) = analyse(&c, 3, &token, &body).await?;
+    assert_problem(s, &b, 400, "bodySite", "known_body_site");
+    let mut body = ok(vec![image_json(&good_png, "image/png")]);
+    body["subject"] = json!("John Smith");
+    let (s, b) = analyse(&c, 1, &token, &body).await?;
+    assert_problem(s, &b, 400, "subject", "pattern");
+    let mut body = ok(vec![image_json(&good_png, "image/png")]);
+    body["previousReportId"] = json!("not-a-uuid");
+    let (s, b) = analyse(&c, 1, &token, &body).await?;
+    assert_problem(s, &b, 400, "previousReportId", "uuid");
+    let mut body = ok(vec![image_json(&good_png, "image/png")]);
+    body["patientName"] = json!("Jane Doe");
+    let (s, b) = analyse(&c, 1, &token, &body).await?;
+    assert_problem(s, &b, 400, "body", "schema");
+
+    phase("rules on each image");
+    let (s, b) =
+        analyse(&c, 1, &token, &ok(vec![json!({"data": "***not base64***", "contentType": "image/png"})])).await?;
+    assert_problem(s, &b, 400, "images[0].data", "base64");
+    let (s, b) = analyse(&c, 2, &token, &ok(vec![image_json(&good_png, "image/gif")])).await?;
+    assert_problem(s, &b, 400, "images[0].contentType", "content_type");
+    let second_lies = vec![image_json(&good_png, "image/png"), image_json(&good_png, "image/jpeg")];
+    let (s, b) = analyse(&c, 3, &token, &ok(second_lies)).await?;
+    assert_problem(s, &b, 400, "images[1].data", "content_type_matches_bytes");
+    let mut corrupt = good_png.clone();
+    corrupt.truncate(corrupt.len() / 3);
+    let (s, b) = analyse(&c, 1, &token, &ok(vec![image_json(&corrupt, "image/png")])).await?;
+    assert_problem(s, &b, 400, "images[0].data", "decodable");
+    let (s, b) = analyse(&c, 1, &token, &ok(vec![image_json(&png(&sharp(200, 150)), "image/png")])).await?;
+    assert_problem(s, &b, 400, "images[0].data", "min_resolution");
+    let (s, b) = analyse(&c, 2, &token, &ok(vec![image_json(&png_claiming(20_000, 20_000), "image/png")])).await?;
+    assert_problem(s, &b, 400, "images[0].data", "max_pixels");
+    let noise = image::RgbImage::from_fn(800, 600, |x, y| {
+        let v = (x.wrapping_mul(2_654_435_761).wrapping_add(y.wrapping_mul(40_503))) as u8;
+        image::Rgb([v, v.rotate_left(3), v.rotate_left(5)])
+    });
+    let big = png(&noise);
+    assert!(big.len() > 1_000_000, "noise must exceed the 1 MB image limit: {}", big.len());
+    let (s, b) = analyse(&c, 3, &token, &ok(vec![image_json(&big, "image/png")])).await?;
+    assert_problem(s, &b, 400, "images[0].data", "max_bytes");
+
+    phase("transport rules: 413, 415, malformed JSON; all problem+json");
+    let huge = json!({ "images": [{ "data": "A".repeat(3_500_000), "contentType": "image/png" }], "subject": "s", "bodySite": "FACE" });
+    let r = c.client.post(c.url(1, "/v1/analyses")).bearer_auth(&token).json(&huge).send().await?;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = c
+        .client
+        .post(c.url(1, "/v1/analyses"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = c
+        .client
+        .post(c.url(1, "/v1/analyses"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"images\": [")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    let r = c.client.post(c.url(1, "/v1/analyses")).json(&ok(vec![image_json(&good_png, "image/png")])).send().await?;
+    assert_eq!(r.status(), 401, "no credentials, no analysis");
+
+    phase("the quality gate: sharp passes, blurred / dark / over-exposed fail with reasons and no diagnosis");
+    let (s, passed) = analyse(&c, 1, &token, &ok(vec![image_json(&jpeg(&good), "image/jpeg")])).await?;
+    assert_eq!(s, 201, "{passed}");
+    check_report_shape(&passed);
+    let blurred = image::imageops::blur(&good, 6.0);
+    let cases = [
+        (jpeg(&blurred), "sharpness"),
+        (jpeg(&map(&good, |v| v / 12)), "underexposure"),
+        (jpeg(&map(&good, |v| v.saturating_add(170))), "overexposure"),
+    ];
+    for (bytes, check) in cases {
+        let (s, r) = analyse(&c, 2, &token, &ok(vec![image_json(&bytes, "image/jpeg")])).await?;
+        assert_eq!(s, 201, "{r}");
+        let q = &r["imagingStudySeries"][0]["quality"];
+        assert_eq!(q["isValid"], false, "{check}: {q}");
+        assert!(q["failedChecks"].as_array().unwrap().iter().any(|c| c == check), "{check}: {q}");
+        assert_eq!(r["outcome"], "no_valid_image");
+        assert_eq!(r["conclusions"], json!([]), "no diagnosis from an image that failed the gate");
+        assert_eq!(r["imagingStudySeries"][0]["usedForDiagnosis"], false);
+    }
+    phase("a mixed request: only the valid image is used");
+    let (s, r) = analyse(
+        &c,
+        3,
+        &token,
+        &ok(vec![image_json(&jpeg(&blurred), "image/jpeg"), image_json(&good_png, "image/png")]),
+    )
+    .await?;
+    assert_eq!(s, 201);
+    assert_eq!(r["imagingStudySeries"][0]["usedForDiagnosis"], false);
+    assert_eq!(r["imagingStudySeries"][1]["usedForDiagnosis"], true);
+    assert_eq!(r["outcome"], "diagnosis");
+
+    phase("multipart/form-data upload");
+    let form = reqwest::multipart::Form::new()
+        .text("subject", "subj-multipart")
+        .text("bodySite", "FACE")
+        .part("images", reqwest::multipart::Part::bytes(jpeg(&good)).file_name("a.jpg").mime_str("image/jpeg")?);
+    let r = c.client.post(c.url(2, "/v1/analyses")).bearer_auth(&token).multipart(form).send().await?;
+    assert_eq!(r.status(), 201);
+    let m: Value = r.json().await?;
+    assert_eq!((m["subject"].as_str(), m["bodySite"]["code"].as_str()), (Some("subj-multipart"), Some("FACE")));
+    check_report_shape(&m);
+
+    phase("FHIR: a Bundle whose references all resolve inside it");
+    let path = format!("/v1/analyses/{}", passed["id"].as_str().unwrap());
+    let r = c.client.get(c.url(3, &path)).bearer_auth(&token).header("accept", "application/fhir+json").send().await?;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str()?.starts_with("application/fhir+json"));
+    check_fhir_bundle(&r.json().await?, &passed);
+    Ok(())
+}
+
+fn check_fhir_bundle(bundle: &Value, report: &Value) {
+    assert_eq!(bundle["resourceType"], "Bundle");
+    let entries = bundle["entry"].as_array().unwrap();
+    let urls: HashSet<&str> = entries.iter().map(|e| e["fullUrl"].as_str().unwrap()).collect();
+    assert_eq!(urls.len(), entries.len(), "full URLs are unique");
+    let count = |t: &str| entries.iter().filter(|e| e["resource"]["resourceType"] == t).count();
+    assert_eq!(count("DiagnosticReport"), 1);
+    assert_eq!(count("Device"), 1);
+    assert_eq!(count("Patient"), 1);
+    assert_eq!(count("Media"), report["imagingStudySeries"].as_array().unwrap().len());
+    assert!(count("Observation") >= report["conclusions"].as_array().unwrap().len());
+    let mut refs = Vec::new();
+    collect_references(bundle, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        assert!(urls.contains(r.as_str()), "reference {r} does not resolve inside the bundle");
+    }
+    let dr = &entries.iter().find(|e| e["resource"]["resourceType"] == "DiagnosticReport").unwrap()["resource"];
+    assert_eq!(dr["id"], report["id"]);
+    assert_eq!(dr["status"], "final");
+    assert_eq!(dr["conclusionCode"][0]["coding"][0]["system"], ICD11);
+    assert_eq!(dr["conclusionCode"][0]["coding"][0]["code"], report["conclusions"][0]["code"]);
+    let device = &entries.iter().find(|e| e["resource"]["resourceType"] == "Device").unwrap()["resource"];
+    assert_eq!(device["version"][0]["value"], report["model"]["version"]);
+}
+
+fn collect_references(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m {
+                if k == "reference" {
+                    out.push(val.as_str().unwrap().to_string());
+                } else {
+                    collect_references(val, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_references(i, out)),
+        _ => {}
+    }
+}
+
+/// A JPEG with an EXIF segment carrying a GPS-like marker, as phones write them.
+fn jpeg_with_exif(img: &image::RgbImage, marker: &str) -> Vec<u8> {
+    let plain = jpeg(img);
+    let mut payload = b"Exif\0\0MM\0*\0\0\0\x08".to_vec();
+    payload.extend_from_slice(marker.as_bytes());
+    let mut out = plain[..2].to_vec();
+    out.extend_from_slice(&[0xff, 0xe1]);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&plain[2..]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_series_idempotency_isolation_images_and_erasure() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    // One worker, so a queue of slow analyses keeps a keyed request in flight long enough.
+    let env = [("DERMAGATE_INFERENCE__WORKERS", "1"), ("DERMAGATE_INFERENCE__QUEUE_CAPACITY", "16")];
+    let c = TestCluster::start(3, &env).await?;
+    let admin = c.admin_token(1).await?;
+    let (org, token) = tenant(&c, &admin).await?;
+    let (_, other) = tenant(&c, &admin).await?;
+    let img = |seed: u32| image_json(&jpeg(&map(&sharp(640, 480), |v| v.wrapping_add(seed as u8))), "image/jpeg");
+
+    phase("a time series of three points, linked, written through three nodes");
+    let mut previous: Option<String> = None;
+    let mut ids = Vec::new();
+    for node in 1..=3u64 {
+        let mut body = request(vec![img(node as u32)], "subj-series");
+        if let Some(p) = &previous {
+            body["previousReportId"] = json!(p);
+        }
+        let (s, r) = analyse(&c, node, &token, &body).await?;
+        assert_eq!(s, 201, "{r}");
+        let id = r["id"].as_str().unwrap().to_string();
+        previous = Some(id.clone());
+        ids.push(id);
+    }
+    let (s, page1) = c.get(2, "/v1/subjects/subj-series/analyses?limit=2", &token).await?;
+    assert_eq!(s, 200, "{page1}");
+    assert_eq!(page1["total"], 3);
+    let got: Vec<&str> = page1["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(got, ids[..2].iter().map(String::as_str).collect::<Vec<_>>());
+    let cursor = page1["nextCursor"].as_str().unwrap();
+    let (_, page2) = c.get(3, &format!("/v1/subjects/subj-series/analyses?limit=2&cursor={cursor}"), &token).await?;
+    assert_eq!(page2["items"][0]["id"].as_str(), Some(ids[2].as_str()));
+    assert_eq!(page2["items"][0]["previousReportId"].as_str(), Some(ids[1].as_str()));
+    assert!(page2["nextCursor"].is_null());
+    let issued: Vec<String> = page1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2["items"].as_array().unwrap())
+        .map(|r| r["issued"].as_str().unwrap().to_string())
+        .collect();
+    assert!(issued.windows(2).all(|w| w[0] <= w[1]), "ordered by issued: {issued:?}");
+    let mut bad_link = request(vec![img(9)], "subj-another");
+    bad_link["previousReportId"] = json!(ids[0]);
+    let (s, b) = analyse(&c, 1, &token, &bad_link).await?;
+    assert_problem(s, &b, 400, "previousReportId", "same_subject");
+
+    phase("idempotent retry on another node returns the original; no second point");
+    let keyed = request(vec![img(42)], "subj-idem");
+    let send = |node: u64, key: &'static str, body: Value| {
+        let r =
+            c.client.post(c.url(node, "/v1/analyses")).bearer_auth(&token).header("Idempotency-Key", key).json(&body);
+        async move {
+            let r = r.send().await.unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            (r.status().as_u16(), replayed, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, replay1, first) = send(1, "key-0001", keyed.clone()).await;
+    assert_eq!((s1, replay1), (201, false));
+    let (s2, replay2, second) = send(2, "key-0001", keyed.clone()).await;
+    assert_eq!((s2, replay2), (201, true));
+    assert_eq!(first, second, "the original report, not a second analysis");
+    let (_, series) = c.get(3, "/v1/subjects/subj-idem/analyses", &token).await?;
+    assert_eq!(series["total"], 1);
+    let (s3, _, problem) = send(3, "key-0001", request(vec![img(43)], "subj-idem")).await;
+    assert_eq!(s3, 422, "same key, different body: {problem}");
+
+    phase("same key while the first is still in flight: 409");
+    let big = |seed: u32| image_json(&jpeg(&map(&sharp(1024, 768), |v| v.wrapping_add(seed as u8))), "image/jpeg");
+    let heavy = request(vec![big(1), big(2), big(3)], "subj-busy");
+    let backlog = futures::future::join_all((0..6).map(|_| analyse(&c, 3, &token, &heavy)));
+    let in_flight = request(vec![img(7)], "subj-inflight");
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let first = send(3, "key-0002", in_flight.clone());
+        let retry = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            send(1, "key-0002", in_flight.clone()).await
+        };
+        tokio::join!(first, retry)
+    };
+    let (done, ((sa, _, a), (sb, _, b))) = tokio::join!(backlog, probe);
+    assert!(done.iter().all(|r| matches!(r, Ok((201, _)))), "the backlog is served");
+    assert_eq!(sa, 201, "{a}");
+    assert_eq!(sb, 409, "a retry while the original is in flight: {b}");
+    let (sc, replayed, again) = send(2, "key-0002", in_flight).await;
+    assert_eq!((sc, replayed, &again["id"]), (201, true, &a["id"]));
+
+    phase("another organisation sees nothing: 404 for the report, the subject, its export and erasure");
+    assert_eq!(c.get(1, &format!("/v1/analyses/{}", ids[0]), &other).await?.0, 404);
+    assert_eq!(c.get(2, "/v1/subjects/subj-series/analyses", &other).await?.0, 404);
+    assert_eq!(c.get(3, "/v1/subjects/subj-series/export", &other).await?.0, 404);
+    assert_eq!(c.delete(1, "/v1/subjects/subj-series", &other).await?.0, 404);
+    assert_eq!(c.get(1, "/v1/subjects/subj-series/analyses", &token).await?.1["total"], 3, "untouched");
+
+    phase("images opt-in: stored copies carry no EXIF");
+    let r = c
+        .client
+        .patch(c.url(1, &format!("/v1/organizations/{org}")))
+        .bearer_auth(&token)
+        .json(&json!({"store_images": true}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let marker = "GPS-41.40338N-2.17403E-DEVICE-SN-7731";
+    let exif = jpeg_with_exif(&sharp(640, 480), marker);
+    let (s, r) = analyse(&c, 2, &token, &request(vec![image_json(&exif, "image/jpeg")], "subj-series")).await?;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["imagingStudySeries"][0]["stored"], true);
+    let url = r["imagingStudySeries"][0]["url"].as_str().unwrap().to_string();
+    let stored = c.client.get(c.url(3, &url)).bearer_auth(&token).send().await?;
+    assert_eq!(stored.status(), 200);
+    let bytes = stored.bytes().await?;
+    assert!(image::load_from_memory(&bytes).is_ok());
+    assert!(!bytes.windows(marker.len()).any(|w| w == marker.as_bytes()), "EXIF marker survived");
+    assert!(!bytes.windows(4).any(|w| w == b"Exif"), "an EXIF segment survived");
+
+    phase("export returns everything; erasure removes it on every node, audited");
+    let (s, export) = c.get(3, "/v1/subjects/subj-series/export", &token).await?;
+    assert_eq!(s, 200);
+    assert_eq!(export["reports"].as_array().unwrap().len(), 4);
+    assert_eq!(export["images"].as_array().unwrap().len(), 1);
+    let (s, erased) = c.delete(1, "/v1/subjects/subj-series", &token).await?;
+    assert_eq!(s, 200, "{erased}");
+    assert_eq!(erased["erasedReports"], 4);
+    assert!(erased["auditId"].is_string());
+    for node in 1..=3 {
+        assert_eq!(c.get(node, "/v1/subjects/subj-series/analyses", &token).await?.0, 404, "node {node}");
+        for id in &ids {
+            assert_eq!(c.get(node, &format!("/v1/analyses/{id}"), &token).await?.0, 404, "node {node}");
+        }
+        assert_eq!(c.client.get(c.url(node, &url)).bearer_auth(&token).send().await?.status(), 404);
+    }
+    assert_eq!(c.get(1, "/v1/subjects/subj-idem/analyses", &token).await?.0, 200, "other subjects stay");
+    Ok(())
+}
