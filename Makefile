@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= /var/tmp/dermagate-target
 BIN := $(CARGO_TARGET_DIR)/debug/dermagate
 CLUSTER_DIR ?= .local-cluster
 
-.PHONY: deps build run down test verify fix bench-writes bench-auth
+.PHONY: deps build run down test verify fix bench-writes bench-auth check-live
 
 deps:
 	@scripts/install-deps.sh
@@ -28,6 +28,7 @@ test: deps
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --no-fail-fast
 	deploy/check.sh
+	DERMAGATE_BIN=$(BIN) grafana/check_cluster_live.sh
 
 ## verify: the same checks as `test` (the name the house style uses).
 verify: test
@@ -47,3 +48,9 @@ bench-auth: build
 	rm -rf .bench-cluster
 	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench auth --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status
+
+## check-live: a real 3-node cluster scraped by a real Prometheus (1 s), a little traffic, then every
+## dashboard query must return data and every rule evaluate (grafana/check_cluster_live.sh, ~30 s).
+## Uses the binary already built (DERMAGATE_BIN, default $(BIN)); needs prometheus, python3, curl.
+check-live:
+	DERMAGATE_BIN=$(BIN) grafana/check_cluster_live.sh

@@ -11,7 +11,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://dermagate.dev/problems/";
 
 /// RFC 9457 problem details, plus the offending field and rule for validation errors.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_uri: String,
@@ -23,6 +23,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
 }
+
+/// Attached to error responses so the metrics layer counts rejections by their real reason.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection(pub &'static str);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -48,9 +52,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// The node cannot serve right now (no leader, stale, overloaded); retry elsewhere or later.
+    /// The node cannot serve right now (no leader, stale, deadline passed); retry elsewhere or later.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u64 },
+    /// Load shedding: the inference queue is full, so the request is refused at once.
+    #[error("{detail}")]
+    Overloaded { detail: String, retry_after_secs: u64 },
     /// A write whose outcome is unknown: it may or may not have been applied.
     #[error("{0}")]
     OutcomeUnknown(String),
@@ -87,6 +94,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
             }
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Service overloaded"),
             ApiError::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, "outcome-unknown", "Outcome unknown"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
@@ -94,6 +102,22 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         self.code().0
+    }
+
+    /// Why the request was rejected, for `dermagate_http_rejected_total{reason}`.
+    fn rejection(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Unauthorized { .. } => Some("auth"),
+            ApiError::TooManyRequests { .. } => Some("rate_limit"),
+            ApiError::Overloaded { .. } => Some("shed"),
+            ApiError::Unavailable { .. } => Some("unavailable"),
+            ApiError::Validation { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::Unprocessable(_) => Some("validation"),
+            _ => None,
+        }
     }
 }
 
@@ -135,10 +159,13 @@ impl IntoResponse for ApiError {
                     headers.insert("ratelimit", v);
                 }
             }
-            ApiError::Unavailable { retry_after_secs, .. } => {
+            ApiError::Unavailable { retry_after_secs, .. } | ApiError::Overloaded { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
+        }
+        if let Some(reason) = self.rejection() {
+            resp.extensions_mut().insert(Rejection(reason));
         }
         resp
     }

@@ -20,14 +20,8 @@ pub async fn track(req: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("dermagate_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
-    let reason = match status.as_u16() {
-        401 => Some("auth"),
-        429 => Some("rate_limit"),
-        503 => Some("shed"),
-        400 | 413 | 415 | 422 => Some("validation"),
-        _ => None,
-    };
-    if let Some(reason) = reason {
+    // Only refusals of requests count (a probe answering "not ready" is not a rejected request).
+    if let Some(crate::error::Rejection(reason)) = resp.extensions().get::<crate::error::Rejection>().copied() {
         metrics::counter!("dermagate_http_rejected_total", "reason" => reason).increment(1);
     }
     resp

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clients;
 pub mod cluster;
+pub mod docs;
 pub mod error;
 pub mod health;
 pub mod http_metrics;
@@ -16,6 +17,7 @@ pub mod login;
 pub mod maintenance;
 pub mod me;
 pub mod oauth;
+pub mod openapi;
 pub mod organizations;
 pub mod rate_limit;
 pub mod signing_keys;
@@ -78,6 +80,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/ready", get(analyses::catalog::oip_ready))
         .route("/v2/models/{name}", get(analyses::catalog::oip_model))
         .route("/v2/models/{name}/ready", get(analyses::catalog::oip_model_ready))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/docs", get(docs::index))
+        .route("/docs/", get(docs::index))
+        .route("/docs/{file}", get(docs::file))
+        .route("/ifu", get(docs::ifu))
+        .route("/ifu.md", get(docs::ifu_markdown))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .layer(
             ServiceBuilder::new()

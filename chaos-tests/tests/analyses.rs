@@ -163,6 +163,21 @@ async fn t10_a_report_survives_the_node_that_computed_it() -> anyhow::Result<()>
     assert_eq!((s, oip["name"].as_str()), (200, Some("dermagate-demo")));
     let (s, ready) = c.get(1, "/v2/health/ready", "").await?;
     assert_eq!((s, ready["ready"].as_bool()), (200, Some(true)));
+
+    phase("the product documents itself: OpenAPI, the interactive reference and the IFU, from the binary");
+    let (s, doc) = c.get(3, "/openapi.json", "").await?;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/v1/analyses"]["post"].is_object());
+    for (path, kind) in
+        [("/docs", "text/html"), ("/docs/swagger-ui-bundle.js", "text/javascript"), ("/ifu", "text/html")]
+    {
+        let r = c.client.get(c.url(1, path)).send().await?;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers()["content-type"].to_str()?.starts_with(kind), "{path}");
+    }
+    let ifu = c.client.get(c.url(1, "/ifu")).send().await?.text().await?;
+    assert!(ifu.contains("Intended purpose") && ifu.contains("Input requirements"));
     Ok(())
 }
 
@@ -529,5 +544,43 @@ async fn t30_series_idempotency_isolation_images_and_erasure() -> anyhow::Result
         assert_eq!(c.client.get(c.url(node, &url)).bearer_auth(&token).send().await?.status(), 404);
     }
     assert_eq!(c.get(1, "/v1/subjects/subj-idem/analyses", &token).await?.0, 200, "other subjects stay");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_overload_is_shed_at_once_with_retry_after() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let env = [("DERMAGATE_INFERENCE__WORKERS", "1"), ("DERMAGATE_INFERENCE__QUEUE_CAPACITY", "1")];
+    let c = TestCluster::start(3, &env).await?;
+    let admin = c.admin_token(1).await?;
+    let (_, token) = tenant(&c, &admin).await?;
+    let big = image_json(&jpeg(&sharp(1024, 768)), "image/jpeg");
+    let heavy = request(vec![big.clone(), big.clone(), big], "subj-load");
+
+    phase("eight concurrent analyses against one worker and one queue slot");
+    let send = || {
+        let r = c.client.post(c.url(1, "/v1/analyses")).bearer_auth(&token).json(&heavy);
+        async move {
+            let r = r.send().await.unwrap();
+            let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry_after, r.json::<Value>().await.unwrap())
+        }
+    };
+    let answers = futures::future::join_all((0..8).map(|_| send())).await;
+    let shed: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    let served = answers.iter().filter(|(s, _, _)| *s == 201).count();
+    assert_eq!(shed.len() + served, 8, "only 201 or 503: {answers:?}");
+    assert!(served >= 1, "the worker keeps serving");
+    assert!(!shed.is_empty(), "overload must be shed");
+    for (_, retry_after, problem) in &shed {
+        assert!(retry_after.as_deref().is_some_and(|v| v.parse::<u64>().is_ok()), "Retry-After on every 503");
+        assert_eq!(problem["type"], "https://dermagate.dev/problems/overloaded");
+    }
+    assert!(c.metric(1, "dermagate_inference_shed_total").await.unwrap_or(0.0) >= shed.len() as f64);
+    assert!(c.metric(1, "dermagate_http_rejected_total{reason=\"shed\"}").await.unwrap_or(0.0) >= 1.0);
+
+    phase("after the burst the node serves normally");
+    let (s, r) = analyse(&c, 1, &token, &heavy).await?;
+    assert_eq!(s, 201, "{r}");
     Ok(())
 }

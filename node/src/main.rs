@@ -199,6 +199,7 @@ fn serve_main(path: &std::path::Path) -> ExitCode {
             None => None,
         };
         let handle = telemetry::install_recorder()?;
+        telemetry::register_event_series();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let Some(listener) = metrics_listener {
             telemetry::log_bound("metrics", listener.local_addr()?);

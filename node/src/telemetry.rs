@@ -61,6 +61,39 @@ pub async fn serve_metrics(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("metrics server")
 }
 
+/// Series of events that may not have happened yet, registered at zero so that dashboards and
+/// alerts see "none" rather than "no data" (a missing series cannot be told from a broken one).
+pub fn register_event_series() {
+    const LABELLED: &[(&str, &str, &[&str])] = &[
+        ("dermagate_http_rejected_total", "reason", &["auth", "rate_limit", "shed", "unavailable", "validation"]),
+        ("dermagate_token_verifications_total", "outcome", &["ok", "revoked", "expired", "invalid"]),
+        ("dermagate_revocations_total", "kind", &["token", "refresh_family", "sign_out", "client"]),
+        ("dermagate_auth_failures_total", "reason", &["bad_credentials", "locked", "bad_api_key", "bad_client"]),
+        ("dermagate_tokens_issued_total", "grant", &["password", "client_credentials"]),
+        (
+            "dermagate_inference_quality_rejections_total",
+            "check",
+            &["sharpness", "underexposure", "overexposure", "contrast", "resolution"],
+        ),
+        ("dermagate_analyses_total", "outcome", &["diagnosis", "no_valid_image", "replayed", "shed", "deadline"]),
+    ];
+    for (name, label, values) in LABELLED {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for name in [
+        "dermagate_lockouts_total",
+        "dermagate_raft_snapshot_builds_total",
+        "dermagate_raft_snapshot_installs_total",
+        "dermagate_raft_leader_changes_total",
+        "dermagate_inference_shed_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("dermagate_inference_queue_depth").set(0.0);
+}
+
 pub fn describe_build() {
     let sha = option_env!("DERMAGATE_GIT_SHA").unwrap_or("unknown");
     metrics::gauge!("dermagate_build_info", "version" => env!("CARGO_PKG_VERSION"), "git_sha" => sha).set(1.0);

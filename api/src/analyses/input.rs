@@ -192,13 +192,15 @@ async fn read_multipart(req: Request, state: &AppState, limits: &InputLimits) ->
                 };
                 *slot = Some(text);
             }
-            other => return Err(ApiError::validation(
-                other,
-                "schema",
-                format!(
+            other => {
+                return Err(ApiError::validation(
+                    other,
+                    "schema",
+                    format!(
                     "unknown form field {other:?}: send images, subject, bodySite, knownCondition, previousReportId"
                 ),
-            )),
+                ))
+            }
         }
     }
     check_count(images.len(), limits)?;

@@ -191,7 +191,7 @@ fn analysis_error(e: AnalysisError) -> ApiError {
         AnalysisError::Rejected { index, error } => input::rejected_image(index, &error),
         AnalysisError::Busy => {
             metrics::counter!("dermagate_analyses_total", "outcome" => "shed").increment(1);
-            ApiError::Unavailable {
+            ApiError::Overloaded {
                 detail: "the device is at capacity; retry after the indicated delay or on another node".into(),
                 retry_after_secs: 1,
             }
