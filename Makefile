@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= /var/tmp/dermagate-target
 BIN := $(CARGO_TARGET_DIR)/debug/dermagate
 CLUSTER_DIR ?= .local-cluster
 
-.PHONY: deps build run down test verify fix bench-writes bench-auth check-live
+.PHONY: deps build run down test verify fix bench-writes bench-auth bench-analyses check-live
 
 deps:
 	@scripts/install-deps.sh
@@ -48,6 +48,13 @@ bench-auth: build
 	rm -rf .bench-cluster
 	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench auth --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status
+
+## bench-analyses: one analysis by stage, throughput at 1/4/16 clients (one node, three nodes),
+## served/raw ratio, and 2x overload (shed rate, latency of accepted requests).
+bench-analyses: build
+	rm -rf .bench-cluster
+	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
+	$(BIN) bench analyses --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status
 
 ## check-live: a real 3-node cluster scraped by a real Prometheus (1 s), a little traffic, then every
 ## dashboard query must return data and every rule evaluate (grafana/check_cluster_live.sh, ~30 s).

@@ -1,5 +1,6 @@
 //! Housekeeping the leader does on a timer: drop revoked token ids whose tokens have expired,
-//! drop retired signing keys, and rotate the signing key when it is older than the schedule.
+//! drop retired signing keys, rotate the signing key when it is older than the schedule, and
+//! (hourly) drop expired idempotency keys.
 //! Only the leader proposes, so the cluster does each job once.
 
 use std::time::Duration;
@@ -8,7 +9,12 @@ use dermagate_storage::model::{Command, KeyStatus};
 
 use crate::state::{now_secs, AppState};
 
+/// Expired idempotency keys are already ignored when read; purging them only reclaims space, and
+/// it scans every key, so it runs rarely.
+const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 pub async fn run(state: AppState, every: Duration, rotate_after: Duration) {
+    let mut last_idempotency_purge = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
         if state.node.status().role != "leader" {
@@ -16,6 +22,13 @@ pub async fn run(state: AppState, every: Duration, rotate_after: Duration) {
         }
         if let Err(e) = tick(&state, rotate_after).await {
             tracing::warn!(error = %e, "maintenance tick failed");
+        }
+        if last_idempotency_purge.elapsed() >= IDEMPOTENCY_PURGE_EVERY {
+            last_idempotency_purge = tokio::time::Instant::now();
+            let purge = Command::PurgeIdempotencyKeys { now_ms: crate::state::now_ms() };
+            if let Err(e) = state.commit(purge).await {
+                tracing::warn!(error = %e, "purging expired idempotency keys failed");
+            }
         }
     }
 }

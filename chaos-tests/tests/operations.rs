@@ -87,7 +87,7 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
     let backup = keys.path().join("cluster.backup");
     let password = "restored-password-123";
     let marker = unique("ZZMARKER-Backup-Clinic");
-    let (org_id, username, client_id, secret);
+    let (org_id, username, client_id, secret, report);
     {
         let c = TestCluster::start(3, &[]).await?;
         let admin = c.admin_token(1).await?;
@@ -117,6 +117,21 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
         assert_eq!(s, 201);
         client_id = client["client_id"].as_str().expect("client_id").to_string();
         secret = client["client_secret"].as_str().expect("secret").to_string();
+
+        phase("a report in a subject's time series");
+        let user_token = c.login(1, &username, password).await?;
+        let img = image::RgbImage::from_fn(640, 480, |x, y| {
+            let v = if (x / 3 + y / 3) % 2 == 0 { 170 } else { 70 };
+            image::Rgb([v, (v as f32 * 0.8) as u8, (v as f32 * 0.7) as u8])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)?;
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(png.into_inner());
+        let body = json!({"images": [{"data": data, "contentType": "image/png"}], "subject": "subj-kept", "bodySite": "BACK_UPPER"});
+        let (s, r) = c.post(2, "/v1/analyses", &user_token, &body).await?;
+        assert_eq!(s, 201, "{r}");
+        report = r;
 
         phase("backup, sealed under a key file");
         assert!(std::process::Command::new(binary()).args(["kek", "--out"]).arg(&kek).status()?.success());
@@ -152,6 +167,14 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
         let token = restored.login(node, &username, password).await?;
         let (s, org) = restored.get(node, &format!("/v1/organizations/{org_id}"), &token).await?;
         assert_eq!((s, org["name"].as_str()), (200, Some(marker.as_str())));
+    }
+    phase("the report and its time series are back on every node");
+    let report_path = format!("/v1/analyses/{}", report["id"].as_str().expect("report id"));
+    for node in restored.ids() {
+        let token = restored.login(node, &username, password).await?;
+        assert_eq!(restored.get(node, &report_path, &token).await?, (200, report.clone()));
+        let (s, series) = restored.get(node, "/v1/subjects/subj-kept/analyses", &token).await?;
+        assert_eq!((s, series["total"].as_u64()), (200, Some(1)));
     }
     let r = restored.client.get(restored.url(2, "/v1/me")).header("x-api-key", &secret).send().await?;
     assert_eq!(r.status(), 200);

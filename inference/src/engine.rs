@@ -32,7 +32,7 @@ impl Default for EngineSettings {
             decode: DecodeLimits::default(),
             quality: QualityThresholds::default(),
             workers,
-            queue: workers * 4,
+            queue: workers * 8,
             stored_max_side: 1024,
         }
     }
@@ -117,6 +117,17 @@ impl Engine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// Whether the queue has room now; a refusal counts as shed load. A full queue lets the API
+    /// refuse a request before it spends time reading and decoding its body (the definitive check
+    /// is at submission).
+    pub fn admits(&self) -> bool {
+        let room = self.pool.has_capacity();
+        if !room {
+            metrics::counter!("dermagate_inference_shed_total").increment(1);
+        }
+        room
     }
 
     /// Analyses `images` on the worker pool before `deadline`; refuses at once when the pool's

@@ -24,6 +24,7 @@ pub enum PoolError {
 pub struct InferencePool {
     queue: SyncSender<(Instant, Job)>,
     depth: Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
 }
 
 impl InferencePool {
@@ -47,7 +48,12 @@ impl InferencePool {
                 })
                 .expect("spawning an inference worker");
         }
-        InferencePool { queue: tx, depth }
+        InferencePool { queue: tx, depth, capacity: queue }
+    }
+
+    /// Whether a job submitted now would find room in the queue (racy by nature: a hint).
+    pub fn has_capacity(&self) -> bool {
+        self.depth.load(std::sync::atomic::Ordering::Acquire) < self.capacity
     }
 
     /// Runs `work` on a worker before `deadline`, or refuses at once when the queue is full.

@@ -70,23 +70,39 @@ pub fn measure(rgb: &[u8], width: u32, height: u32) -> QualityMeasures {
     let (w, h) = (width as usize, height as usize);
     let y = luminance(rgb);
     let n = y.len().max(1) as f64;
-    let mean = y.iter().map(|v| *v as f64).sum::<f64>() / n;
-    let contrast = (y.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-    let dark_fraction = y.iter().filter(|v| **v < 16.0).count() as f64 / n;
-    let bright_fraction = y.iter().filter(|v| **v > 239.0).count() as f64 / n;
-    let mut lap = Vec::with_capacity(w.saturating_sub(2) * h.saturating_sub(2));
-    for row in 1..h.saturating_sub(1) {
-        for col in 1..w.saturating_sub(1) {
-            let c = y[row * w + col];
-            let l =
-                y[row * w + col - 1] + y[row * w + col + 1] + y[(row - 1) * w + col] + y[(row + 1) * w + col] - 4.0 * c;
-            lap.push(l as f64);
-        }
+    let (mut sum, mut sum_sq, mut dark, mut bright) = (0f64, 0f64, 0usize, 0usize);
+    for v in &y {
+        let v64 = *v as f64;
+        sum += v64;
+        sum_sq += v64 * v64;
+        dark += (*v < 16.0) as usize;
+        bright += (*v > 239.0) as usize;
     }
-    let ln = lap.len().max(1) as f64;
-    let lmean = lap.iter().sum::<f64>() / ln;
-    let sharpness = lap.iter().map(|v| (v - lmean).powi(2)).sum::<f64>() / ln;
-    QualityMeasures { sharpness, dark_fraction, bright_fraction, contrast, width, height }
+    let mean = sum / n;
+    let contrast = (sum_sq / n - mean * mean).max(0.0).sqrt();
+    // Variance of the 4-neighbour Laplacian, streamed (no second image in memory).
+    let (mut lsum, mut lsum_sq, mut count) = (0f64, 0f64, 0usize);
+    for row in 1..h.saturating_sub(1) {
+        let (up, mid, down) =
+            (&y[(row - 1) * w..row * w], &y[row * w..(row + 1) * w], &y[(row + 1) * w..(row + 2) * w]);
+        for col in 1..w.saturating_sub(1) {
+            let l = (mid[col - 1] + mid[col + 1] + up[col] + down[col] - 4.0 * mid[col]) as f64;
+            lsum += l;
+            lsum_sq += l * l;
+        }
+        count += w.saturating_sub(2);
+    }
+    let ln = count.max(1) as f64;
+    let lmean = lsum / ln;
+    let sharpness = (lsum_sq / ln - lmean * lmean).max(0.0);
+    QualityMeasures {
+        sharpness,
+        dark_fraction: dark as f64 / n,
+        bright_fraction: bright as f64 / n,
+        contrast,
+        width,
+        height,
+    }
 }
 
 pub fn assess(rgb: &[u8], width: u32, height: u32, t: &QualityThresholds) -> QualityVerdict {

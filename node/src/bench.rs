@@ -20,7 +20,7 @@ struct Target {
     urls: Vec<String>,
 }
 
-async fn login(client: &reqwest::Client, file: &ClusterFile) -> anyhow::Result<String> {
+pub(crate) async fn login(client: &reqwest::Client, file: &ClusterFile) -> anyhow::Result<String> {
     let body = serde_json::json!({ "username": file.admin.username, "password": file.admin_password()? });
     let resp = client.post(format!("{}/v1/auth/login", file.nodes[0].api_url)).json(&body).send().await?;
     if !resp.status().is_success() {
@@ -30,7 +30,7 @@ async fn login(client: &reqwest::Client, file: &ClusterFile) -> anyhow::Result<S
     v["access_token"].as_str().map(String::from).ok_or_else(|| anyhow!("no access_token in the login response"))
 }
 
-fn bench_client(file: &ClusterFile) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn bench_client(file: &ClusterFile) -> anyhow::Result<reqwest::Client> {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&file.ca_cert)?)?;
     Ok(reqwest::Client::builder()
         .use_rustls_tls()

@@ -3,6 +3,7 @@
 
 mod backup;
 mod bench;
+mod bench_analyses;
 mod bench_auth;
 mod certs;
 mod cluster_file;
@@ -138,6 +139,13 @@ enum BenchCmd {
         #[arg(long)]
         node: Option<u64>,
     },
+    /// One analysis broken into stages, throughput at 1/4/16 clients, served/raw ratio, 2x overload.
+    Analyses {
+        #[arg(long, default_value = ".local-cluster")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Cost of authentication per request, and /v1/me against /livez throughput over HTTPS.
     Auth {
         #[arg(long, default_value = ".local-cluster")]
@@ -266,5 +274,8 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
             rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials, node))
         }
         Cmd::Bench { command: BenchCmd::Auth { dir, seconds } } => rt.block_on(bench_auth::auth(&dir, seconds)),
+        Cmd::Bench { command: BenchCmd::Analyses { dir, seconds } } => {
+            rt.block_on(bench_analyses::analyses(&dir, seconds))
+        }
     }
 }

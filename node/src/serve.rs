@@ -98,7 +98,7 @@ pub fn engine(config: &NodeConfig) -> anyhow::Result<Engine> {
             min_height: min.height,
         },
         workers,
-        queue: if i.queue_capacity == 0 { workers * 4 } else { i.queue_capacity },
+        queue: if i.queue_capacity == 0 { workers * 8 } else { i.queue_capacity },
         stored_max_side: i.stored_image_max_side,
     };
     tracing::info!(model = %model.manifest.name, version = %model.manifest.version, workers, queue = settings.queue, "model loaded");

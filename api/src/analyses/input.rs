@@ -244,8 +244,12 @@ fn decode_base64(index: usize, data: &str, limits: &InputLimits) -> Result<Vec<u
     if approx > limits.max_image_bytes + 3 {
         return Err(image_too_large(index, approx, limits));
     }
-    let cleaned: Vec<u8> = payload.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let bytes = BASE64.decode(&cleaned).map_err(|e| {
+    // Line-wrapped (MIME) base64 is accepted too; the common unwrapped case is decoded in place.
+    let decoded = match BASE64.decode(payload) {
+        Ok(bytes) => Ok(bytes),
+        Err(_) => BASE64.decode(payload.bytes().filter(|b| !b.is_ascii_whitespace()).collect::<Vec<u8>>()),
+    };
+    let bytes = decoded.map_err(|e| {
         ApiError::validation(
             format!("images[{index}].data"),
             "base64",

@@ -55,6 +55,12 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     principal.require(Permission::AnalysesCreate)?;
+    if !state.engine.admits() {
+        // Shed before parsing and decoding a body that could not be analysed anyway. The body is
+        // still drained, so the client gets a clean 503 on a connection it can keep using.
+        let _ = axum::body::to_bytes(request.into_body(), state.settings.analyses.limits.max_body_bytes).await;
+        return Err(analysis_error(AnalysisError::Busy));
+    }
     let started = Instant::now();
     let settings = state.settings.analyses.clone();
     let scoped_key = idempotency::from_headers(&headers, &principal)?;
