@@ -11,21 +11,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use dermagate_chaos_tests::cluster::{phase, serial, unique, TestCluster};
+use dermagate_inference::synthetic::skin_like as sharp;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "correct-horse-battery-staple";
 const B64: base64::engine::general_purpose::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const ICD11: &str = "http://id.who.int/icd/release/11/mms";
-
-/// A sharp, well-exposed synthetic skin photo: textured mid-tones with fine detail.
-fn sharp(w: u32, h: u32) -> image::RgbImage {
-    image::RgbImage::from_fn(w, h, |x, y| {
-        let base = 120.0 + 60.0 * ((x as f32 / 7.0).sin() * (y as f32 / 5.0).cos());
-        let detail = if (x / 3 + y / 3) % 2 == 0 { 25.0 } else { -25.0 };
-        let v = (base + detail).clamp(0.0, 255.0);
-        image::Rgb([v as u8, (v * 0.8) as u8, (v * 0.7) as u8])
-    })
-}
 
 fn map(img: &image::RgbImage, f: impl Fn(u8) -> u8) -> image::RgbImage {
     image::RgbImage::from_fn(img.width(), img.height(), |x, y| {

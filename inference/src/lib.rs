@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod model;
 pub mod pool;
 pub mod quality;
+pub mod synthetic;
 
 pub use engine::{Analysis, AnalysisError, Engine, EngineSettings, UploadedImage};
 pub use manifest::{Label, Manifest};

@@ -141,16 +141,7 @@ pub fn assess(rgb: &[u8], width: u32, height: u32, t: &QualityThresholds) -> Qua
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A sharp, well-exposed synthetic skin photo: textured mid-tones with fine detail.
-    fn sharp_image(w: u32, h: u32) -> image::RgbImage {
-        image::RgbImage::from_fn(w, h, |x, y| {
-            let base = 120.0 + 60.0 * ((x as f32 / 7.0).sin() * (y as f32 / 5.0).cos());
-            let detail = if (x / 3 + y / 3) % 2 == 0 { 25.0 } else { -25.0 };
-            let v = (base + detail).clamp(0.0, 255.0);
-            image::Rgb([v as u8, (v * 0.8) as u8, (v * 0.7) as u8])
-        })
-    }
+    use crate::synthetic::skin_like as sharp_image;
 
     fn verdict(img: &image::RgbImage) -> QualityVerdict {
         assess(img.as_raw(), img.width(), img.height(), &QualityThresholds::default())

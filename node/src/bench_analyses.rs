@@ -27,12 +27,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 
 /// A sharp, well-exposed synthetic skin photo (passes the quality gate, so the model runs).
 fn test_jpeg() -> anyhow::Result<Vec<u8>> {
-    let img = image::RgbImage::from_fn(1024, 768, |x, y| {
-        let base = 120.0 + 60.0 * ((x as f32 / 7.0).sin() * (y as f32 / 5.0).cos());
-        let detail = if (x / 3 + y / 3) % 2 == 0 { 25.0 } else { -25.0 };
-        let v = (base + detail).clamp(0.0, 255.0);
-        image::Rgb([v as u8, (v * 0.8) as u8, (v * 0.7) as u8])
-    });
+    let img = dermagate_inference::synthetic::skin_like(1024, 768);
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Jpeg)?;
     Ok(out.into_inner())

@@ -39,6 +39,31 @@ fn percent(value: f64) -> Value {
     json!({ "value": value, "unit": "%", "system": UCUM, "code": "%" })
 }
 
+/// What every Observation of one report shares: its subject and the device that made it.
+struct ObservationContext {
+    report: Uuid,
+    patient: Uuid,
+    device: Uuid,
+}
+
+impl ObservationContext {
+    /// A final Observation with a stable id derived from `what`, plus its own `fields`.
+    fn observation(&self, what: &str, fields: Value) -> (Uuid, Value) {
+        let id = derived_id(&self.report, what);
+        let mut resource = json!({
+            "resourceType": "Observation",
+            "id": id.to_string(),
+            "status": "final",
+            "subject": reference(&self.patient),
+            "device": reference(&self.device),
+        });
+        if let (Some(target), Value::Object(extra)) = (resource.as_object_mut(), fields) {
+            target.extend(extra);
+        }
+        (id, resource)
+    }
+}
+
 pub fn bundle(r: &Report) -> Value {
     let patient = derived_id(&r.id, "patient");
     let device = derived_id(&r.id, "device");
@@ -62,48 +87,36 @@ pub fn bundle(r: &Report) -> Value {
         ),
         entry(&device, device_resource(r, &device)),
     ];
+    let ctx = ObservationContext { report: r.id, patient, device };
     let mut results = Vec::new();
+    let mut add = |entries: &mut Vec<Value>, what: String, fields: Value| {
+        let (id, resource) = ctx.observation(&what, fields);
+        entries.push(entry(&id, resource));
+        results.push(reference(&id));
+    };
     for (image, id) in r.imaging_study_series.iter().zip(&media) {
         entries.push(entry(id, media_resource(r, image, id, &patient)));
-        let obs = derived_id(&r.id, &format!("quality/{}", image.index));
         let mut components =
             vec![json!({ "code": { "text": "quality score (0-100)" }, "valueInteger": image.quality.score })];
         for check in &image.quality.failed_checks {
             components.push(json!({ "code": { "text": "failed quality check" }, "valueString": check }));
         }
-        entries.push(entry(
-            &obs,
-            json!({
-                "resourceType": "Observation",
-                "id": obs.to_string(),
-                "status": "final",
-                "code": { "text": "Image quality assessment" },
-                "subject": reference(&patient),
-                "device": reference(&device),
-                "derivedFrom": [reference(id)],
-                "valueBoolean": image.quality.is_valid,
-                "component": components,
-            }),
-        ));
-        results.push(reference(&obs));
+        let fields = json!({
+            "code": { "text": "Image quality assessment" },
+            "derivedFrom": [reference(id)],
+            "valueBoolean": image.quality.is_valid,
+            "component": components,
+        });
+        add(&mut entries, format!("quality/{}", image.index), fields);
     }
     for c in &r.conclusions {
-        let obs = derived_id(&r.id, &format!("class/{}", c.code));
-        entries.push(entry(
-            &obs,
-            json!({
-                "resourceType": "Observation",
-                "id": obs.to_string(),
-                "status": "final",
-                "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging" }] }],
-                "code": { "coding": [{ "system": ICD11_MMS, "code": c.code, "display": c.display }], "text": c.display },
-                "subject": reference(&patient),
-                "device": reference(&device),
-                "derivedFrom": used,
-                "valueQuantity": percent(c.probability),
-            }),
-        ));
-        results.push(reference(&obs));
+        let fields = json!({
+            "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging" }] }],
+            "code": { "coding": [{ "system": ICD11_MMS, "code": c.code, "display": c.display }], "text": c.display },
+            "derivedFrom": used,
+            "valueQuantity": percent(c.probability),
+        });
+        add(&mut entries, format!("class/{}", c.code), fields);
     }
     if let Some(ind) = &r.indicators {
         for (name, value) in [
@@ -114,21 +127,8 @@ pub fn bundle(r: &Report) -> Value {
                 json!({ "value": ind.entropy, "unit": "bit", "system": UCUM, "code": "bit" }),
             ),
         ] {
-            let obs = derived_id(&r.id, name);
-            entries.push(entry(
-                &obs,
-                json!({
-                    "resourceType": "Observation",
-                    "id": obs.to_string(),
-                    "status": "final",
-                    "code": { "text": name },
-                    "subject": reference(&patient),
-                    "device": reference(&device),
-                    "derivedFrom": used,
-                    "valueQuantity": value,
-                }),
-            ));
-            results.push(reference(&obs));
+            let fields = json!({ "code": { "text": name }, "derivedFrom": used, "valueQuantity": value });
+            add(&mut entries, name.to_string(), fields);
         }
     }
     let report = diagnostic_report(r, &patient, &media, results);
