@@ -570,6 +570,20 @@ async fn t40_overload_is_shed_at_once_with_retry_after() -> anyhow::Result<()> {
     assert!(c.metric(1, "dermagate_inference_shed_total").await.unwrap_or(0.0) >= shed.len() as f64);
     assert!(c.metric(1, "dermagate_http_rejected_total{reason=\"shed\"}").await.unwrap_or(0.0) >= 1.0);
 
+    phase("the inference series an operator watches are exported");
+    let text = c.client.get(&c.node(1).metrics_url).send().await?.text().await?;
+    for series in [
+        "dermagate_inference_queue_depth",
+        "dermagate_inference_stage_duration_seconds_bucket{stage=\"decode\"",
+        "dermagate_inference_stage_duration_seconds_bucket{stage=\"quality\"",
+        "dermagate_inference_stage_duration_seconds_bucket{stage=\"model\"",
+        "dermagate_analyses_total{outcome=\"diagnosis\"}",
+        "dermagate_build_info{",
+    ] {
+        assert!(text.contains(series), "{series} missing from /metrics");
+    }
+    assert!(!text.contains("git_sha=\"unknown\""), "the build is stamped with its commit");
+
     phase("after the burst the node serves normally");
     let (s, r) = analyse(&c, 1, &token, &heavy).await?;
     assert_eq!(s, 201, "{r}");

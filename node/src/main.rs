@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 const EXIT_BAD_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "dermagate", version, about = "Clustered, secure REST front of an AI medical device for dermatology")]
+#[command(name = "dermagate", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DERMAGATE_GIT_SHA"), ")"), about = "Clustered, secure REST front of an AI medical device for dermatology")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -95,7 +95,7 @@ pub fn register_event_series() {
 }
 
 pub fn describe_build() {
-    let sha = option_env!("DERMAGATE_GIT_SHA").unwrap_or("unknown");
+    let sha = env!("DERMAGATE_GIT_SHA");
     metrics::gauge!("dermagate_build_info", "version" => env!("CARGO_PKG_VERSION"), "git_sha" => sha).set(1.0);
 }
 
