@@ -190,6 +190,15 @@ fn serve_main(path: &std::path::Path) -> ExitCode {
         }
     };
     telemetry::init_tracing(&config.log.level, config.log.json);
+    // The model is part of the configuration: one whose manifest and graph disagree stops the
+    // node here, before any port is bound or any data opened.
+    let engine = match serve::engine(&config) {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("error: invalid configuration: inference.model_dir: {e:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -216,7 +225,7 @@ fn serve_main(path: &std::path::Path) -> ExitCode {
                 let _ = rx.changed().await;
             }));
         }
-        let result = serve::run(config, shutdown_signal()).await;
+        let result = serve::run(config, engine, shutdown_signal()).await;
         let _ = stop_tx.send(true);
         result
     });

@@ -105,7 +105,7 @@ pub fn engine(config: &NodeConfig) -> anyhow::Result<Engine> {
     Ok(Engine::new(model, settings))
 }
 
-fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> anyhow::Result<AppState> {
+fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>, engine: Engine) -> anyhow::Result<AppState> {
     let a = &config.auth;
     let tokens = TokenService::new(
         store.clone(),
@@ -170,7 +170,7 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>) -> any
         peer_http: Some(peer_http),
         public_url: config.api.public_url.trim_end_matches('/').to_string(),
         rate_limits: RateLimits::new(&rate_limits),
-        engine: Arc::new(engine(config)?),
+        engine: Arc::new(engine),
     })))
 }
 
@@ -219,7 +219,7 @@ fn spawn_storage_metrics(store: Arc<Store>, cert: std::path::PathBuf) {
     });
 }
 
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, engine: Engine, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     telemetry::describe_build();
     tracing::info!(node_id = config.node_id, version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "starting");
     let api_tls = tls::api_server_config(&config.tls.cert_file, &config.tls.key_file)?;
@@ -244,7 +244,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyh
     tokio::spawn(dermagate_raft::observe::publish_metrics(node.clone()));
     spawn_storage_metrics(store.clone(), config.tls.cert_file.clone());
 
-    let state = app_state(&config, node.clone(), store.clone())?;
+    let state = app_state(&config, node.clone(), store.clone(), engine)?;
     spawn_bootstrap(&config, state.clone())?;
     let rotate_after = Duration::from_secs(config.auth.signing_key_rotation_days * 86_400);
     tokio::spawn(dermagate_api::maintenance::run(state.clone(), Duration::from_secs(30), rotate_after));

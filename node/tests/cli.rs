@@ -111,3 +111,28 @@ fn t50_certs_and_keys_are_private_files() {
     assert!(dermagate(&["certs", "issue", "--node-id", "3", "--dir", certs.to_str().unwrap()]).status.success());
     assert!(certs.join("node3.pem").is_file());
 }
+
+#[test]
+fn t60_a_model_whose_manifest_and_graph_disagree_stops_the_node_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = valid_config(dir.path());
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let demo = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../inference/models/demo");
+    std::fs::copy(demo.join("model.onnx"), model.join("model.onnx")).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo.join("manifest.json")).unwrap()).unwrap();
+    manifest["labels"].as_array_mut().unwrap().pop();
+    std::fs::write(model.join("manifest.json"), manifest.to_string()).unwrap();
+    let with_model = format!("{config}[inference]\nmodel_dir = \"{}\"\n", model.display());
+    let out = serve_with(dir.path(), &with_model, &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("inference.model_dir") && stderr(&out).contains("disagree"), "{}", stderr(&out));
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "the API port was bound");
+    assert!(!dir.path().join("data").exists(), "no data directory was created");
+
+    std::fs::remove_file(model.join("model.onnx")).unwrap();
+    let out = serve_with(dir.path(), &with_model, &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("inference.model_dir"), "{}", stderr(&out));
+}
