@@ -44,6 +44,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request with the same `Idempotency-Key` is still running: retry shortly.
+    #[error("{0}")]
+    InFlight(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::InFlight(_) => (StatusCode::CONFLICT, "in-flight", "Request in flight"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "Unprocessable request"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
@@ -162,6 +166,9 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable { retry_after_secs, .. } | ApiError::Overloaded { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            ApiError::InFlight(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
             _ => {}
         }
         if let Some(reason) = self.rejection() {
@@ -222,4 +229,59 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             other => ApiError::BadRequest(other.body_text()),
         }
     }
+}
+
+/// Turns every error answer that is not already JSON (axum's own rejections of a malformed path
+/// or query, 405 Method Not Allowed, a timeout) into problem+json, so clients meet one error format.
+pub async fn problems_everywhere(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/") && t.contains("json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    let detail = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let slug = match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        _ if status.is_server_error() => "internal",
+        _ => "error",
+    };
+    let problem = Problem {
+        type_uri: format!("{TYPE_BASE}{slug}"),
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        field: None,
+        rule: None,
+    };
+    let mut out = (status, axum::Json(problem)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    *out.extensions_mut() = parts.extensions;
+    let malformed = matches!(status.as_u16(), 400 | 413 | 415 | 422);
+    if malformed && out.extensions().get::<Rejection>().is_none() {
+        out.extensions_mut().insert(Rejection("validation"));
+    }
+    out
 }

@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .timeout(timeout),
         )
+        .layer(axum::middleware::from_fn(error::problems_everywhere))
         .layer(axum::middleware::from_fn(http_metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

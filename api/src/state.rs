@@ -54,6 +54,8 @@ pub struct Inner {
     pub rate_limits: std::sync::Arc<crate::rate_limit::RateLimits>,
     /// The model runtime and its bounded worker pool.
     pub engine: Arc<dermagate_inference::Engine>,
+    /// Analysis requests allowed to hold their bodies in memory at once (beyond: 503 at once).
+    pub analysis_slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone)]

@@ -88,10 +88,18 @@ fn check_report_shape(r: &Value) {
         assert_eq!(c["system"], ICD11);
         assert!(!c["code"].as_str().unwrap().is_empty() && !c["display"].as_str().unwrap().is_empty());
     }
-    let ind = &r["indicators"];
-    assert!(ind["malignancy"].as_f64().unwrap() <= 100.0);
-    assert!((0.0..=1.0).contains(&ind["normalizedEntropy"].as_f64().unwrap()));
-    assert!(ind["entropy"].as_f64().unwrap() >= 0.0);
+    let ind = &r["clinicalIndicators"];
+    let malignant: f64 =
+        conclusions.iter().filter(|c| c["malignant"] == true).map(|c| c["probability"].as_f64().unwrap()).sum();
+    assert!(
+        (ind["malignancy"].as_f64().unwrap() - malignant).abs() < 0.011,
+        "malignancy is the malignant classes' share"
+    );
+    assert!(ind["urgentReferral"].as_f64().unwrap() <= 100.0);
+    assert!((0.0..=1.0).contains(&r["normalizedEntropy"].as_f64().unwrap()));
+    let p: Vec<f64> = probs.iter().map(|v| v / 100.0).filter(|v| *v > 0.0).collect();
+    let entropy: f64 = -p.iter().map(|v| v * v.log2()).sum::<f64>();
+    assert!((r["entropy"].as_f64().unwrap() - entropy).abs() < 0.01, "entropy of the distribution in bits");
     let q = &r["imagingStudySeries"][0]["quality"];
     assert_eq!(q["isValid"], true, "{q}");
     assert!(q["score"].as_u64().unwrap() <= 100);
@@ -147,7 +155,7 @@ async fn t10_a_report_survives_the_node_that_computed_it() -> anyhow::Result<()>
     assert!(sites.as_array().unwrap().iter().any(|s| s["code"] == "ARM_LEFT" && s["display"].is_string()));
     let (s, models) = c.get(3, "/v1/models", &token).await?;
     assert_eq!(s, 200);
-    let m = &models["items"][0];
+    let m = &models[0];
     assert_eq!((m["name"].as_str(), m["demonstration"].as_bool()), (Some("dermagate-demo"), Some(true)));
     assert!(m["intendedUse"].as_str().unwrap().contains("not for clinical use"));
     let (s, oip) = c.get(1, "/v2/models/dermagate-demo", &token).await?;
@@ -238,6 +246,31 @@ async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
     let (s, b) = analyse(&c, 1, &token, &body).await?;
     assert_problem(s, &b, 400, "body", "schema");
 
+    for (field, rule, mut body) in [
+        ("subject", "required", ok(vec![image_json(&good_png, "image/png")])),
+        ("bodySite", "required", ok(vec![image_json(&good_png, "image/png")])),
+        ("knownCondition", "max_length", ok(vec![image_json(&good_png, "image/png")])),
+    ] {
+        match field {
+            "knownCondition" => body["knownCondition"] = json!("x".repeat(201)),
+            other => {
+                body.as_object_mut().unwrap().remove(other);
+            }
+        }
+        let (s, b) = analyse(&c, 2, &token, &body).await?;
+        assert_problem(s, &b, 400, field, rule);
+    }
+    let r = c
+        .client
+        .post(c.url(1, "/v1/analyses"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "x".repeat(300))
+        .json(&ok(vec![image_json(&good_png, "image/png")]))
+        .send()
+        .await?;
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await?);
+    assert_problem(s, &b, 400, "Idempotency-Key", "pattern");
+
     phase("rules on each image");
     let (s, b) =
         analyse(&c, 1, &token, &ok(vec![json!({"data": "***not base64***", "contentType": "image/png"})])).await?;
@@ -253,6 +286,11 @@ async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
     assert_problem(s, &b, 400, "images[0].data", "decodable");
     let (s, b) = analyse(&c, 1, &token, &ok(vec![image_json(&png(&sharp(200, 150)), "image/png")])).await?;
     assert_problem(s, &b, 400, "images[0].data", "min_resolution");
+    let whole = jpeg(&good);
+    for keep in [whole.len() * 9 / 10, whole.len() / 5] {
+        let (s, b) = analyse(&c, 2, &token, &ok(vec![image_json(&whole[..keep], "image/jpeg")])).await?;
+        assert_problem(s, &b, 400, "images[0].data", "decodable");
+    }
     let (s, b) = analyse(&c, 2, &token, &ok(vec![image_json(&png_claiming(20_000, 20_000), "image/png")])).await?;
     assert_problem(s, &b, 400, "images[0].data", "max_pixels");
     let noise = image::RgbImage::from_fn(800, 600, |x, y| {
@@ -263,6 +301,43 @@ async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
     assert!(big.len() > 1_000_000, "noise must exceed the 1 MB image limit: {}", big.len());
     let (s, b) = analyse(&c, 3, &token, &ok(vec![image_json(&big, "image/png")])).await?;
     assert_problem(s, &b, 400, "images[0].data", "max_bytes");
+
+    for subject in ["..", "subj\n", " subj"] {
+        let mut body = ok(vec![image_json(&good_png, "image/png")]);
+        body["subject"] = json!(subject);
+        let (s, b) = analyse(&c, 3, &token, &body).await?;
+        assert_problem(s, &b, 400, "subject", "pattern");
+    }
+
+    phase("a refusal decided before the upload is read still reaches the client");
+    let upload = serde_json::to_vec(&ok(vec![image_json(&big, "image/png")]))?;
+    let r = c
+        .client
+        .post(c.url(1, "/v1/analyses"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body(upload.clone())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 415);
+    let r = c
+        .client
+        .post(c.url(1, "/v1/analyses"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(upload.clone())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403, "the platform administrator analyses nothing");
+    let r = c
+        .client
+        .post(c.url(1, "/v1/analyses"))
+        .bearer_auth("expired-or-garbage")
+        .header("content-type", "application/json")
+        .body(upload)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
 
     phase("transport rules: 413, 415, malformed JSON; all problem+json");
     let huge = json!({ "images": [{ "data": "A".repeat(3_500_000), "contentType": "image/png" }], "subject": "s", "bodySite": "FACE" });
@@ -309,6 +384,7 @@ async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
         assert!(q["failedChecks"].as_array().unwrap().iter().any(|c| c == check), "{check}: {q}");
         assert_eq!(r["outcome"], "no_valid_image");
         assert_eq!(r["conclusions"], json!([]), "no diagnosis from an image that failed the gate");
+        assert!(r["clinicalIndicators"].is_null() && r["entropy"].is_null());
         assert_eq!(r["imagingStudySeries"][0]["usedForDiagnosis"], false);
     }
     phase("a mixed request: only the valid image is used");
@@ -335,8 +411,35 @@ async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
     assert_eq!((m["subject"].as_str(), m["bodySite"]["code"].as_str()), (Some("subj-multipart"), Some("FACE")));
     check_report_shape(&m);
 
+    let form = reqwest::multipart::Form::new().text("subject", "s").text("patientName", "Jane Doe");
+    let r = c.client.post(c.url(2, "/v1/analyses")).bearer_auth(&token).multipart(form).send().await?;
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await?);
+    assert_problem(s, &b, 400, "patientName", "schema");
+
+    phase("WebP is read like JPEG and PNG");
+    let (s, w) =
+        analyse(&c, 3, &token, &ok(vec![image_json(&encode(&good, image::ImageFormat::WebP), "image/webp")])).await?;
+    assert_eq!(s, 201, "{w}");
+    assert_eq!(w["imagingStudySeries"][0]["contentType"], "image/webp");
+
+    phase("malformed paths and queries answer problem+json too");
+    for path in ["/v1/organizations/not-a-uuid", "/v1/subjects/subj-rules/analyses?limit=abc"] {
+        let r = c.client.get(c.url(1, path)).bearer_auth(&token).send().await?;
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+    }
+
     phase("FHIR: a Bundle whose references all resolve inside it");
     let path = format!("/v1/analyses/{}", passed["id"].as_str().unwrap());
+    let r = c
+        .client
+        .get(c.url(1, &path))
+        .bearer_auth(&token)
+        .header("accept", "application/fhir+json;q=0.5, application/json")
+        .send()
+        .await?;
+    let kind = r.headers()["content-type"].to_str()?.to_string();
+    assert!(kind.starts_with("application/json"), "q-values are honoured: {kind} {}", r.text().await?);
     let r = c.client.get(c.url(3, &path)).bearer_auth(&token).header("accept", "application/fhir+json").send().await?;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str()?.starts_with("application/fhir+json"));
@@ -586,6 +689,59 @@ async fn t40_overload_is_shed_at_once_with_retry_after() -> anyhow::Result<()> {
 
     phase("after the burst the node serves normally");
     let (s, r) = analyse(&c, 1, &token, &heavy).await?;
+    assert_eq!(s, 201, "{r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_a_follower_behind_on_reports_with_images_catches_up() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let c = TestCluster::start(3, &[]).await?;
+    let admin = c.admin_token(1).await?;
+    let (org, token) = tenant(&c, &admin).await?;
+    let r = c
+        .client
+        .patch(c.url(1, &format!("/v1/organizations/{org}")))
+        .bearer_auth(&token)
+        .json(&json!({"store_images": true}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let leader = c.leader().await?;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let serving = c.ids().into_iter().find(|id| *id != leader && *id != lagging).unwrap();
+
+    phase("a follower is paused while reports with stored images pile up");
+    c.pause(lagging);
+    let heavy = |seed: u8| {
+        let img = map(&sharp(1600, 1200), |v| v.wrapping_add(seed));
+        request(vec![image_json(&jpeg(&img), "image/jpeg"); 3], "subj-catch-up")
+    };
+    let mut last = String::new();
+    for n in 0..30u8 {
+        let (s, r) = analyse(&c, if n % 2 == 0 { leader } else { serving }, &token, &heavy(n)).await?;
+        assert_eq!(s, 201, "{r}");
+        last = r["id"].as_str().unwrap().to_string();
+    }
+    c.resume(lagging);
+
+    phase("it catches up within seconds and the cluster stays available");
+    let target = c.health(leader).await.unwrap()["applied_index"].as_u64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied = c.health(lagging).await.and_then(|h| h["applied_index"].as_u64()).unwrap_or(0);
+        if applied >= target {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node {lagging} stuck at {applied} of {target}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.wait_ready(lagging, Duration::from_secs(10)).await?;
+    for node in c.ids() {
+        assert!(c.is_ready(node).await, "node {node} not ready after the catch-up");
+        assert_eq!(c.get(node, &format!("/v1/analyses/{last}"), &token).await?.0, 200, "node {node}");
+    }
+    let (s, r) = analyse(&c, lagging, &token, &heavy(99)).await?;
     assert_eq!(s, 201, "{r}");
     Ok(())
 }

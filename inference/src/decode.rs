@@ -80,6 +80,11 @@ pub fn decode(bytes: &[u8], content_type: &str, limits: &DecodeLimits) -> Result
     if w < limits.min_width || h < limits.min_height {
         return Err(DecodeError::TooSmall(w, h, limits.min_width, limits.min_height));
     }
+    if declared == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // Decoders fill a truncated JPEG's missing rows with grey; such an image must not reach
+        // the quality gate or the model as if it were whole.
+        return Err(DecodeError::Corrupt("the JPEG is truncated (no end-of-image marker after its scan)".into()));
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), declared);
     let mut l = Limits::default();
     l.max_image_width = Some(w);
@@ -89,6 +94,26 @@ pub fn decode(bytes: &[u8], content_type: &str, limits: &DecodeLimits) -> Result
     reader.limits(l);
     let img = reader.decode().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     Ok(img.to_rgb8())
+}
+
+/// Whether a JPEG has its end-of-image marker after the image's first scan. Segments before the
+/// scan are skipped by their lengths (an EXIF thumbnail carries markers of its own); inside
+/// entropy-coded data 0xFF is always stuffed, so 0xFFD9 there can only be the real end.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 3 < bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            0xFF => i += 1,
+            0xDA => return bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => i += 2 + usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]])),
+        }
+    }
+    false
 }
 
 /// The image resized to the model's input, as interleaved RGB bytes. Downscaling averages the
@@ -128,6 +153,14 @@ mod tests {
         let mut corrupt = png(400, 300);
         corrupt.truncate(200);
         assert_eq!(decode(&corrupt, "image/png", &l).unwrap_err().rule(), "decodable");
+        let img = RgbImage::from_fn(400, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        assert!(decode(&jpeg, "image/jpeg", &l).is_ok());
+        for keep in [jpeg.len() * 9 / 10, jpeg.len() / 2, jpeg.len() / 5] {
+            assert_eq!(decode(&jpeg[..keep], "image/jpeg", &l).unwrap_err().rule(), "decodable", "cut at {keep}");
+        }
         let tight = DecodeLimits { max_bytes: 100, ..DecodeLimits::default() };
         assert_eq!(decode(&png(400, 300), "image/png", &tight).unwrap_err().rule(), "max_bytes");
     }

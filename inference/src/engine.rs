@@ -95,6 +95,7 @@ impl From<PoolError> for AnalysisError {
             PoolError::Busy => AnalysisError::Busy,
             PoolError::DeadlineExceeded => AnalysisError::DeadlineExceeded,
             PoolError::Stopped => AnalysisError::Stopped,
+            PoolError::Panicked => AnalysisError::Model(ModelError::Run("the analysis failed unexpectedly".into())),
         }
     }
 }
@@ -219,7 +220,7 @@ pub fn reencode(rgb: &RgbImage, max_side: u32) -> Result<Vec<u8>, AnalysisError>
         rgb
     };
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
         .encode_image(img)
         .map_err(|e| AnalysisError::Model(ModelError::Run(format!("re-encoding the stored copy: {e}"))))?;
     Ok(out)

@@ -72,6 +72,11 @@ impl Manifest {
         if self.labels.len() < 2 {
             return Err("a model needs at least two labels".into());
         }
+        let mut codes: Vec<&str> = self.labels.iter().map(|l| l.code.as_str()).collect();
+        codes.sort_unstable();
+        if codes.windows(2).any(|w| w[0] == w[1]) || codes.iter().any(|c| c.trim().is_empty()) {
+            return Err("label codes must be unique and non-empty".into());
+        }
         if self.output.kind != "softmax" {
             return Err(format!("unsupported output kind {:?}", self.output.kind));
         }

@@ -81,7 +81,24 @@ impl Model {
             )));
         }
         let plan = typed.into_runnable().map_err(|e| ModelError::Graph(e.to_string()))?;
-        Ok(Model { manifest, plan })
+        let model = Model { manifest, plan };
+        model.check_softmax()?;
+        Ok(model)
+    }
+
+    /// The manifest promises a probability distribution: a graph that emits logits (or anything
+    /// else) would be renormalised into meaningless percentages, so it is refused at load.
+    fn check_softmax(&self) -> Result<(), ModelError> {
+        let i = &self.manifest.input;
+        let grey = vec![128u8; i.width * i.height * 3];
+        let p = self.predict(&grey)?.probabilities;
+        let sum: f32 = p.iter().sum();
+        if (sum - 1.0).abs() > 1e-3 || p.iter().any(|v| !(0.0..=1.0).contains(v)) {
+            return Err(ModelError::Mismatch(format!(
+                "the manifest declares softmax output, but the graph's outputs sum to {sum} on a grey image"
+            )));
+        }
+        Ok(())
     }
 
     /// Runs the model on one RGB image already resized to the manifest's input size

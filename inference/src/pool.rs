@@ -19,6 +19,8 @@ pub enum PoolError {
     DeadlineExceeded,
     #[error("the inference workers stopped")]
     Stopped,
+    #[error("the job panicked")]
+    Panicked,
 }
 
 pub struct InferencePool {
@@ -64,7 +66,14 @@ impl InferencePool {
     ) -> Result<T, PoolError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(work());
+            // A panic in a decoder or the model must not cost the pool its worker: it is caught
+            // here, reported to the caller, and the thread goes on to the next job.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            if outcome.is_err() {
+                metrics::counter!("dermagate_inference_panics_total").increment(1);
+                tracing::error!("an inference job panicked; the worker continues");
+            }
+            let _ = tx.send(outcome);
         });
         let depth = self.depth.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
         match self.queue.try_send((deadline, job)) {
@@ -81,7 +90,11 @@ impl InferencePool {
             }
         }
         // A job dropped unrun (deadline passed) drops its sender: that is the deadline error.
-        rx.await.map_err(|_| PoolError::DeadlineExceeded)
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(PoolError::Panicked),
+            Err(_) => Err(PoolError::DeadlineExceeded),
+        }
     }
 }
 
@@ -108,6 +121,15 @@ mod tests {
         release.send(()).unwrap();
         assert!(busy.await.unwrap().is_ok());
         assert_eq!(queued.await.unwrap(), Ok(1));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_does_not_cost_the_pool_its_worker() {
+        let pool = InferencePool::new(1, 4);
+        let far = Instant::now() + Duration::from_secs(10);
+        let failed: Result<u32, PoolError> = pool.run(far, || panic!("crafted input")).await;
+        assert_eq!(failed, Err(PoolError::Panicked));
+        assert_eq!(pool.run(far, || 7).await, Ok(7), "the only worker still serves");
     }
 
     #[tokio::test]

@@ -113,7 +113,14 @@ pub fn assess(rgb: &[u8], width: u32, height: u32, t: &QualityThresholds) -> Qua
         ("underexposure", 1.0 - m.dark_fraction / t.max_dark_fraction),
         ("overexposure", 1.0 - m.bright_fraction / t.max_bright_fraction),
         ("contrast", m.contrast / t.min_contrast - 1.0),
-        ("resolution", (m.width.min(m.height * t.min_width / t.min_height.max(1)) as f64 / t.min_width as f64) - 1.0),
+        (
+            "resolution",
+            // The shorter side relative to the minimum, in u64: no overflow for any image size.
+            (u64::from(m.width).min(u64::from(m.height) * u64::from(t.min_width) / u64::from(t.min_height.max(1)))
+                as f64
+                / f64::from(t.min_width.max(1)))
+                - 1.0,
+        ),
     ];
     let failed_checks: Vec<&'static str> =
         margins.iter().filter(|(_, margin)| *margin < 0.0).map(|(n, _)| *n).collect();

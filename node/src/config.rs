@@ -486,6 +486,9 @@ impl NodeConfig {
         if q.version.trim().is_empty() {
             return Err(bad("inference.quality.version", "must name the thresholds' version"));
         }
+        if q.min_sharpness <= 0.0 || q.min_contrast <= 0.0 {
+            return Err(bad("inference.quality.min_sharpness", "thresholds must be positive"));
+        }
         if !(0.0..=1.0).contains(&q.max_dark_fraction) || !(0.0..=1.0).contains(&q.max_bright_fraction) {
             return Err(bad("inference.quality.max_dark_fraction", "fractions must be between 0 and 1"));
         }

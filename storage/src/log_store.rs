@@ -87,15 +87,32 @@ fn index_of(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// Bytes of log entries one replication message carries at most (always at least one entry).
+/// Replication RPCs must finish within a heartbeat interval; a catch-up batch of large entries
+/// (reports with stored images) would never finish and the follower would never catch up.
+pub const REPLICATION_BATCH_BYTES: usize = 256 << 10;
+
 fn read_entries(store: &Store, start: u64, end: Option<u64>) -> Result<Vec<Entry>, StoreError> {
+    read_entries_limited(store, start, end, usize::MAX)
+}
+
+/// Entries from `start` (before `end`), stopping once `max_bytes` of them have been read.
+fn read_entries_limited(
+    store: &Store,
+    start: u64,
+    end: Option<u64>,
+    max_bytes: usize,
+) -> Result<Vec<Entry>, StoreError> {
     let cf = store.cf(CF_LOGS);
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     for item in store.db().iterator_cf(cf, IteratorMode::From(&index_key(start), Direction::Forward)) {
         let (k, v) = item?;
         let index = index_of(&k)?;
-        if end.is_some_and(|end| index >= end) {
+        if end.is_some_and(|end| index >= end) || (!out.is_empty() && bytes + v.len() > max_bytes) {
             break;
         }
+        bytes += v.len();
         let plain = store.sealer().open(&aad(CF_LOGS, &k), &v)?;
         out.push(serde_json::from_slice(&plain)?);
     }
@@ -135,6 +152,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
         let (start, end) = bounds(&range);
         self.blocking(move |s| read_entries(s, start, end)).await.map_err(StoreError::into_read)
+    }
+
+    /// What replication sends in one message: a prefix of `[start, end)` of bounded size.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        self.blocking(move |s| read_entries_limited(s, start, Some(end), REPLICATION_BATCH_BYTES))
+            .await
+            .map_err(StoreError::into_read)
     }
 }
 

@@ -369,6 +369,10 @@ pub struct StoredReport {
     pub previous_report_id: Option<Uuid>,
     /// The organisation-scoped idempotency key this report completes, if any.
     pub idempotency_key: Option<String>,
+    /// The fingerprint of the request under that key: a key since claimed by a different
+    /// request (after this one's lease lapsed) is not completed by this report.
+    #[serde(default)]
+    pub idempotency_fingerprint: Option<String>,
     /// The report as the API returns it.
     pub body: serde_json::Value,
 }
@@ -488,6 +492,10 @@ pub mod keys {
     }
     pub fn image_prefix(report: &Uuid) -> String {
         format!("{IMAGE}{report}/")
+    }
+    /// When a subject was last erased (unix ms): an analysis issued before it is not stored.
+    pub fn subject_erased(org_id: &Uuid, subject: &str) -> Vec<u8> {
+        format!("subjx/{}", hash_hex(&format!("{org_id}/{subject}"))).into_bytes()
     }
     pub fn image(report: &Uuid, index: u32) -> Vec<u8> {
         format!("{}{index:02}", image_prefix(report)).into_bytes()

@@ -56,6 +56,12 @@ pub(crate) fn store_report(
     if state.exists(&report_key)? {
         return Ok(Response::Conflict { reason: format!("report {} already exists", report.id) });
     }
+    let erased_at = state.get::<i64>(&keys::subject_erased(&report.org_id, &report.subject))?;
+    if erased_at.is_some_and(|at| report.issued_ms <= at) {
+        return Ok(Response::Conflict {
+            reason: "the subject was erased while this analysis ran; send it again to start a new series".into(),
+        });
+    }
     if let Some(previous) = &report.previous_report_id {
         let same_series = state
             .get::<StoredReport>(&keys::record(Collection::Report, &previous.to_string()))?
@@ -73,11 +79,12 @@ pub(crate) fn store_report(
                 // A retry whose claim lapsed raced the original: the original wins, no second point.
                 return Ok(Response::Conflict { reason: format!("idempotency key done {report_id}") });
             }
-            Some(mut record) => {
+            Some(mut record) if report.idempotency_fingerprint.as_ref().is_none_or(|fp| *fp == record.fingerprint) => {
                 record.state = IdempotencyState::Done { report_id: report.id };
                 state.put(key, &record)?;
             }
-            None => {}
+            // Claimed since by a different request: that request owns the key now.
+            Some(_) | None => {}
         }
     }
     state.put(report_key, report)?;
@@ -111,6 +118,7 @@ pub(crate) fn erase_subject(
         }
         state.delete(entry);
     }
+    state.put(keys::subject_erased(org_id, subject), &audit.at_ms)?;
     let mut audit = audit.clone();
     audit.reports = erased;
     state.put(keys::record(Collection::Audit, &audit.id.to_string()), &audit)?;

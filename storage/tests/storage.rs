@@ -169,6 +169,7 @@ fn report(org: u128, subject: &str, issued_ms: i64, previous: Option<uuid::Uuid>
         issued_ms,
         previous_report_id: previous,
         idempotency_key: key.map(String::from),
+        idempotency_fingerprint: key.map(|_| "fp".to_string()),
         body: serde_json::json!({ "issued": issued_ms }),
     }
 }
@@ -220,6 +221,14 @@ async fn t60_time_series_is_ordered_linked_and_erased_atomically() -> anyhow::Re
     assert_eq!(store.subject_reports(&other_org.org_id, "subj-1")?.len(), 1, "erasure stays in its organisation");
     let logged: AuditEntry = store.record(Collection::Audit, &audit.id.to_string())?.unwrap();
     assert_eq!(logged.reports, 2);
+    // An analysis that began before the erasure (issued earlier) must not bring the subject back;
+    // one issued after it starts a new series.
+    let late = report(1, "subj-1", 4_500, None, None);
+    let fresh = report(1, "subj-1", 6_000, None, None);
+    let r = sm.apply(vec![entry(7, store_report(&late)), entry(8, store_report(&fresh))]).await?;
+    assert!(matches!(&r[0], Response::Conflict { reason } if reason.contains("erased")));
+    assert!(r[1].is_ok());
+    assert_eq!(store.subject_reports(&first.org_id, "subj-1")?.len(), 1);
     Ok(())
 }
 

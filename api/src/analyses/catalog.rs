@@ -143,7 +143,7 @@ pub fn model_view(state: &AppState) -> ModelView {
 }
 
 pub async fn models(State(state): State<AppState>, _principal: Principal) -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "items": [model_view(&state)] }))
+    axum::Json(vec![model_view(&state)])
 }
 
 /// OIP v2 `GET /v2/health/live`.

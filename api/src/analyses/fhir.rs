@@ -118,18 +118,20 @@ pub fn bundle(r: &Report) -> Value {
         });
         add(&mut entries, format!("class/{}", c.code), fields);
     }
-    if let Some(ind) = &r.indicators {
-        for (name, value) in [
-            ("Malignancy indicator", percent(ind.malignancy)),
-            ("Urgent referral indicator", percent(ind.urgent_referral)),
-            (
-                "Entropy of the class distribution",
-                json!({ "value": ind.entropy, "unit": "bit", "system": UCUM, "code": "bit" }),
-            ),
-        ] {
-            let fields = json!({ "code": { "text": name }, "derivedFrom": used, "valueQuantity": value });
-            add(&mut entries, name.to_string(), fields);
-        }
+    let mut indicators = Vec::new();
+    if let Some(ind) = &r.clinical_indicators {
+        indicators.push(("Malignancy indicator", percent(ind.malignancy)));
+        indicators.push(("Urgent referral indicator", percent(ind.urgent_referral)));
+    }
+    if let Some(bits) = r.entropy {
+        indicators.push((
+            "Entropy of the class distribution",
+            json!({ "value": bits, "unit": "bit", "system": UCUM, "code": "bit" }),
+        ));
+    }
+    for (name, value) in indicators {
+        let fields = json!({ "code": { "text": name }, "derivedFrom": used, "valueQuantity": value });
+        add(&mut entries, name.to_string(), fields);
     }
     let report = diagnostic_report(r, &patient, &media, results);
     entries.insert(0, entry(&r.id, report));

@@ -55,12 +55,14 @@ pub async fn claim(state: &AppState, key: &IdempotencyKey, ttl_ms: i64, lease_ms
     match state.commit(Command::ClaimIdempotencyKey { scoped_key: key.scoped.clone(), record }).await {
         Ok(()) => Ok(Claim::Proceed),
         // Held or completed elsewhere: the claim was applied here, so local state now knows why.
-        Err(ApiError::Conflict(_)) => decide(state, key)?.unwrap_or(Err(ApiError::Conflict(IN_FLIGHT.into()))),
+        Err(ApiError::Conflict(_)) => decide(state, key)?.unwrap_or(Err(in_flight())),
         Err(other) => Err(other),
     }
 }
 
-const IN_FLIGHT: &str = "a request with this Idempotency-Key is still in flight; retry later";
+fn in_flight() -> ApiError {
+    ApiError::InFlight("a request with this Idempotency-Key is still in flight; retry after the indicated delay".into())
+}
 
 /// The answer local state gives for the key, if it gives one.
 fn decide(state: &AppState, key: &IdempotencyKey) -> Result<Option<Result<Claim, ApiError>>, ApiError> {
@@ -76,7 +78,7 @@ fn decide(state: &AppState, key: &IdempotencyKey) -> Result<Option<Result<Claim,
         ))));
     }
     match record.state {
-        IdempotencyState::InFlight { .. } => Ok(Some(Err(ApiError::Conflict(IN_FLIGHT.into())))),
+        IdempotencyState::InFlight { .. } => Ok(Some(Err(in_flight()))),
         IdempotencyState::Done { report_id } => match state.store.report(&report_id)? {
             Some(report) => Ok(Some(Ok(Claim::Replay(Box::new(report))))),
             None => Ok(None),

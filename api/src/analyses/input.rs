@@ -85,8 +85,8 @@ pub struct InputLimits {
     pub max_body_bytes: usize,
 }
 
-/// The image types the device reads (`image/jpg` is a common misspelling, accepted too).
-pub const ACCEPTED_TYPES: &[&str] = &["image/jpeg", "image/jpg", "image/png", "image/webp"];
+/// The image types the device reads (media types compare case-insensitively, RFC 9110).
+pub const ACCEPTED_TYPES: &[&str] = &["image/jpeg", "image/png", "image/webp"];
 
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -108,10 +108,14 @@ pub async fn read(req: Request, state: &AppState, limits: &InputLimits) -> Resul
     match content_type.as_str() {
         "application/json" => read_json(req, limits).await,
         "multipart/form-data" => read_multipart(req, state, limits).await,
-        "" => Err(ApiError::UnsupportedMediaType("send Content-Type: application/json or multipart/form-data".into())),
-        other => Err(ApiError::UnsupportedMediaType(format!(
-            "{other} is not accepted: send application/json or multipart/form-data"
-        ))),
+        other => {
+            let detail = match other {
+                "" => "send Content-Type: application/json or multipart/form-data".to_string(),
+                other => format!("{other} is not accepted: send application/json or multipart/form-data"),
+            };
+            super::discard(req.into_body(), limits.max_body_bytes).await;
+            Err(ApiError::UnsupportedMediaType(detail))
+        }
     }
 }
 
@@ -152,7 +156,7 @@ async fn read_json(req: Request, limits: &InputLimits) -> Result<AnalysisInput, 
         let data = image.data.ok_or_else(|| {
             ApiError::validation(format!("images[{i}].data"), "required", "every image needs its base64 data")
         })?;
-        uploads.push(UploadedImage { bytes: decode_base64(i, &data, limits)?, content_type });
+        uploads.push(UploadedImage { bytes: decode_base64(i, &data, &content_type, limits)?, content_type });
     }
     metadata(uploads, body.subject, body.body_site, body.known_condition, body.previous_report_id)
 }
@@ -161,6 +165,19 @@ async fn read_multipart(req: Request, state: &AppState, limits: &InputLimits) ->
     let mut form = Multipart::from_request(req, state)
         .await
         .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text())))?;
+    let read = read_form(&mut form, limits).await;
+    if let Err(e) = &read {
+        if !matches!(e, ApiError::PayloadTooLarge(_)) {
+            // Read the rest, so the client gets this answer rather than a closed connection.
+            while let Ok(Some(field)) = form.next_field().await {
+                let _ = field.bytes().await;
+            }
+        }
+    }
+    read
+}
+
+async fn read_form(form: &mut Multipart, limits: &InputLimits) -> Result<AnalysisInput, ApiError> {
     let (mut images, mut subject, mut site, mut condition, mut previous) = (Vec::new(), None, None, None, None);
     loop {
         let field = match form.next_field().await {
@@ -183,14 +200,23 @@ async fn read_multipart(req: Request, state: &AppState, limits: &InputLimits) ->
                 images.push(UploadedImage { bytes: bytes.to_vec(), content_type });
             }
             "subject" | "bodySite" | "knownCondition" | "previousReportId" => {
-                let text = field.text().await.map_err(|e| multipart_error(e, limits))?;
+                let bytes = field.bytes().await.map_err(|e| multipart_error(e, limits))?;
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    ApiError::validation(name.as_str(), "printable", format!("{name} is not valid UTF-8"))
+                })?;
                 let slot = match name.as_str() {
                     "subject" => &mut subject,
                     "bodySite" => &mut site,
                     "knownCondition" => &mut condition,
                     _ => &mut previous,
                 };
-                *slot = Some(text);
+                if slot.replace(text).is_some() {
+                    return Err(ApiError::validation(
+                        name.as_str(),
+                        "schema",
+                        format!("{name} is sent more than once"),
+                    ));
+                }
             }
             other => {
                 return Err(ApiError::validation(
@@ -234,9 +260,21 @@ fn image_too_large(index: usize, bytes: usize, limits: &InputLimits) -> ApiError
     ApiError::validation(format!("images[{index}].data"), e.rule(), e.to_string())
 }
 
-fn decode_base64(index: usize, data: &str, limits: &InputLimits) -> Result<Vec<u8>, ApiError> {
+fn decode_base64(index: usize, data: &str, content_type: &str, limits: &InputLimits) -> Result<Vec<u8>, ApiError> {
     let payload = match data.split_once(";base64,") {
-        Some((prefix, rest)) if prefix.starts_with("data:") => rest,
+        Some((prefix, rest)) if prefix.starts_with("data:") => {
+            if !prefix["data:".len()..].eq_ignore_ascii_case(content_type) {
+                return Err(ApiError::validation(
+                    format!("images[{index}].contentType"),
+                    "content_type",
+                    format!(
+                        "image {index}: the data URL says {:?} but contentType says {content_type:?}",
+                        &prefix[5..]
+                    ),
+                ));
+            }
+            rest
+        }
         _ => data,
     };
     // Refuse an oversized image before spending memory on decoding it.
@@ -269,10 +307,19 @@ fn metadata(
     condition: Option<String>,
     previous: Option<String>,
 ) -> Result<AnalysisInput, ApiError> {
-    for (index, image) in images.iter().enumerate() {
-        let declared = image.content_type.trim().to_ascii_lowercase();
+    let mut images = images;
+    for (index, image) in images.iter_mut().enumerate() {
+        let declared = image.content_type.to_ascii_lowercase();
         if !ACCEPTED_TYPES.contains(&declared.as_str()) {
             return Err(rejected_image(index, &DecodeError::UnsupportedType(image.content_type.clone())));
+        }
+        image.content_type = declared;
+        if image.bytes.is_empty() {
+            return Err(ApiError::validation(
+                format!("images[{index}].data"),
+                "required",
+                format!("image {index} is empty"),
+            ));
         }
     }
     let subject = subject_id(subject.as_deref())?;
@@ -297,27 +344,35 @@ fn metadata(
         }
         Some(c) => Some(c.to_string()),
     };
-    let previous_report_id = match previous.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(p) => Some(p.parse::<Uuid>().map_err(|_| {
+    let previous_report_id = match previous.as_deref() {
+        None => None,
+        Some(p) => Some(canonical_uuid(p).ok_or_else(|| {
             ApiError::validation("previousReportId", "uuid", "previousReportId must be the UUID of a report")
         })?),
     };
     Ok(AnalysisInput { images, subject, body_site, known_condition, previous_report_id })
 }
 
-/// A subject identifier: pseudonymous by construction (no spaces, so no "First Last" names).
+/// A UUID in its canonical hyphenated form only (no braces, URNs or bare hex).
+pub fn canonical_uuid(value: &str) -> Option<Uuid> {
+    (value.len() == 36).then(|| value.parse::<Uuid>().ok()).flatten()
+}
+
+/// A subject identifier: pseudonymous by construction (no spaces, so no "First Last" names), and
+/// starting with a letter or digit (so never `.` or `..`, which clients rewrite in URLs).
 pub fn subject_id(value: Option<&str>) -> Result<String, ApiError> {
-    let value = value.map(str::trim).unwrap_or("");
+    let value = value.unwrap_or("");
     if value.is_empty() {
         return Err(ApiError::validation("subject", "required", "subject (a pseudonymous identifier) is required"));
     }
-    let ok = value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    let ok = value.len() <= 64
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
     if !ok {
         return Err(ApiError::validation(
             "subject",
             "pattern",
-            "subject must be a pseudonymous identifier of 1-64 letters, digits and . _ : - (never a name)",
+            "subject must be a pseudonymous identifier of 1-64 letters, digits and . _ : -, starting with a letter or digit (never a name)",
         ));
     }
     Ok(value.to_string())

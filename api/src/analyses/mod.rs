@@ -50,20 +50,36 @@ impl Default for AnalysisSettings {
 /// `POST /v1/analyses`.
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Result<Principal, ApiError>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    principal.require(Permission::AnalysesCreate)?;
-    if !state.engine.admits() {
-        // Shed before parsing and decoding a body that could not be analysed anyway. The body is
-        // still drained, so the client gets a clean 503 on a connection it can keep using.
-        let _ = axum::body::to_bytes(request.into_body(), state.settings.analyses.limits.max_body_bytes).await;
+    let limit = state.settings.analyses.limits.max_body_bytes;
+    // Refusals decided before the body is read still read (and drop) it, so the client gets the
+    // answer instead of a connection closed under its upload.
+    let admitted = principal.and_then(|p| p.require(Permission::AnalysesCreate).map(|()| p)).and_then(|p| {
+        let key = idempotency::from_headers(&headers, &p)?;
+        Ok((p, key))
+    });
+    let (principal, scoped_key) = match admitted {
+        Ok(ok) => ok,
+        Err(e) => {
+            discard(request.into_body(), limit).await;
+            return Err(e);
+        }
+    };
+    // Bounded admission: at most `analysis_slots` requests hold bodies in memory at once, and a
+    // full inference queue is refused before a body is parsed and decoded.
+    let slot = state.analysis_slots.clone().try_acquire_owned().ok();
+    if slot.is_none() {
+        metrics::counter!("dermagate_inference_shed_total").increment(1);
+    }
+    if slot.is_none() || !state.engine.admits() {
+        discard(request.into_body(), limit).await;
         return Err(analysis_error(AnalysisError::Busy));
     }
     let started = Instant::now();
     let settings = state.settings.analyses.clone();
-    let scoped_key = idempotency::from_headers(&headers, &principal)?;
     let input = input::read(request, &state, &settings.limits).await?;
     let key = scoped_key.map(|scoped| IdempotencyKey { scoped, fingerprint: input.fingerprint() });
     if let Some(key) = &key {
@@ -91,6 +107,13 @@ pub async fn create(
     }
 }
 
+/// Reads and drops a request body (up to `limit` bytes).
+pub(crate) async fn discard(body: axum::body::Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, limit);
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
 enum Stored {
     Replayed(Box<StoredReport>),
     Failed(ApiError),
@@ -109,13 +132,15 @@ async fn analyse_and_store(
     key: Option<IdempotencyKey>,
     deadline: Instant,
 ) -> Result<serde_json::Value, Stored> {
-    check_previous_report(state, principal, &input).await?;
+    let previous = check_previous_report(state, principal, &input).await?;
     let store_images =
         state.store.organization(&principal.org_id).map_err(ApiError::from)?.is_some_and(|o| o.store_images);
     let uploads: Vec<UploadedImage> = input.images.clone();
     let analysis = state.engine.analyse(uploads, store_images, deadline).await.map_err(analysis_error)?;
     let id = Uuid::now_v7();
-    let issued_ms = now_ms();
+    // A later point of a series is never issued before the point it follows (clocks differ
+    // between nodes).
+    let issued_ms = now_ms().max(previous.map_or(0, |p| p.issued_ms + 1));
     let manifest = &state.engine.model().manifest;
     let ctx = ReportContext {
         id,
@@ -136,6 +161,7 @@ async fn analyse_and_store(
         issued_ms,
         previous_report_id: input.previous_report_id,
         idempotency_key: key.as_ref().map(|k| k.scoped.clone()),
+        idempotency_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
         body: body.clone(),
     };
     match state.commit(Command::StoreReport { report: stored, images }).await {
@@ -167,11 +193,15 @@ fn previous_mismatch() -> ApiError {
 }
 
 /// The link to an earlier point must stay inside the subject's own series (and organisation).
-async fn check_previous_report(state: &AppState, principal: &Principal, input: &AnalysisInput) -> Result<(), ApiError> {
-    let Some(previous) = input.previous_report_id else { return Ok(()) };
+async fn check_previous_report(
+    state: &AppState,
+    principal: &Principal,
+    input: &AnalysisInput,
+) -> Result<Option<StoredReport>, ApiError> {
+    let Some(previous) = input.previous_report_id else { return Ok(None) };
     let found = state.read_fresh(|| Ok(state.store.report(&previous)?)).await?;
     match found {
-        Some(p) if p.org_id == principal.org_id && p.subject == input.subject => Ok(()),
+        Some(p) if p.org_id == principal.org_id && p.subject == input.subject => Ok(Some(p)),
         _ => Err(previous_mismatch()),
     }
 }
@@ -216,11 +246,23 @@ fn analysis_error(e: AnalysisError) -> ApiError {
     }
 }
 
-/// Whether the client asked for FHIR (`Accept: application/fhir+json`).
+/// Whether the client prefers FHIR (`Accept: application/fhir+json`), honouring q-values: FHIR
+/// is chosen when it is acceptable (q > 0) and weighted at least as high as plain JSON.
 pub fn wants_fhir(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(',').any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(fhir::FHIR_JSON))
-    })
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return false };
+    let (mut fhir, mut json) = (0f32, 0f32);
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q =
+            parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.trim().parse::<f32>().ok()).unwrap_or(1.0);
+        match media.as_str() {
+            fhir::FHIR_JSON => fhir = fhir.max(q),
+            "application/json" | "application/*" | "*/*" => json = json.max(q),
+            _ => {}
+        }
+    }
+    fhir > 0.0 && fhir >= json
 }
 
 /// The report as JSON or as a FHIR Bundle, as the client asked.
@@ -251,7 +293,7 @@ fn respond_created(headers: &HeaderMap, body: serde_json::Value, replayed: bool)
 /// A report of the caller's organisation, or 404 (another organisation's reports do not exist).
 pub async fn find_report(state: &AppState, principal: &Principal, id: &str) -> Result<StoredReport, ApiError> {
     let not_found = || ApiError::NotFound("report".into());
-    let id: Uuid = id.parse().map_err(|_| not_found())?;
+    let id = input::canonical_uuid(id).ok_or_else(not_found)?;
     let report = state.read_fresh(|| Ok(state.store.report(&id)?)).await?.ok_or_else(not_found)?;
     if report.org_id != principal.org_id {
         return Err(not_found());

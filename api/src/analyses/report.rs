@@ -43,8 +43,13 @@ pub struct Report {
     /// Every class of the model, highest probability first; probabilities (percent) sum to 100.
     /// Empty when no image passed the quality gate.
     pub conclusions: Vec<Conclusion>,
-    /// Clinical indicators derived from the distribution; absent without a diagnosis.
-    pub indicators: Option<Indicators>,
+    /// Clinical indicators derived from the distribution; null without a diagnosis.
+    pub clinical_indicators: Option<ClinicalIndicators>,
+    /// Shannon entropy of the class distribution, in bits (the model's uncertainty); null
+    /// without a diagnosis.
+    pub entropy: Option<f64>,
+    /// Entropy over its maximum: 0 = one class certain, 1 = no preference at all.
+    pub normalized_entropy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -125,15 +130,11 @@ pub struct Conclusion {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Indicators {
+pub struct ClinicalIndicators {
     /// Percent of probability on malignant classes.
     pub malignancy: f64,
     /// Percent of probability on classes that call for urgent referral.
     pub urgent_referral: f64,
-    /// Shannon entropy of the distribution, in bits.
-    pub entropy: f64,
-    /// Entropy over its maximum: 0 = one class certain, 1 = no preference at all.
-    pub normalized_entropy: f64,
 }
 
 /// Everything a report is made of besides the analysis itself.
@@ -156,7 +157,7 @@ pub fn build(ctx: &ReportContext<'_>, analysis: &Analysis) -> Report {
         .enumerate()
         .map(|(i, r)| image_report(ctx, i, r, &hashes[i], &ctx.input.images[i].content_type))
         .collect();
-    let (conclusions, indicators) = match &analysis.summary {
+    let (conclusions, indicators, entropy) = match &analysis.summary {
         Some(s) => (
             s.ranked
                 .iter()
@@ -172,14 +173,10 @@ pub fn build(ctx: &ReportContext<'_>, analysis: &Analysis) -> Report {
                     }
                 })
                 .collect(),
-            Some(Indicators {
-                malignancy: s.malignancy,
-                urgent_referral: s.urgent_referral,
-                entropy: s.entropy_bits,
-                normalized_entropy: s.normalized_entropy,
-            }),
+            Some(ClinicalIndicators { malignancy: s.malignancy, urgent_referral: s.urgent_referral }),
+            Some((s.entropy_bits, s.normalized_entropy)),
         ),
-        None => (Vec::new(), None),
+        None => (Vec::new(), None, None),
     };
     Report {
         id: ctx.id,
@@ -203,7 +200,9 @@ pub fn build(ctx: &ReportContext<'_>, analysis: &Analysis) -> Report {
         outcome: if analysis.summary.is_some() { "diagnosis" } else { "no_valid_image" }.into(),
         imaging_study_series: series,
         conclusions,
-        indicators,
+        clinical_indicators: indicators,
+        entropy: entropy.map(|(bits, _)| bits),
+        normalized_entropy: entropy.map(|(_, normalized)| normalized),
     }
 }
 

@@ -20,11 +20,12 @@ use crate::organizations::rfc3339;
 use crate::state::{now_ms, AppState};
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Page {
     pub limit: Option<usize>,
     /// Opaque position returned as `nextCursor`.
     pub cursor: Option<String>,
+    /// Alternatively, how many reports to skip from the oldest.
+    pub offset: Option<usize>,
 }
 
 /// One page of a subject's time series.
@@ -74,7 +75,7 @@ pub async fn list(
         return Err(ApiError::validation("limit", "range", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let start = match &page.cursor {
-        None => 0,
+        None => page.offset.unwrap_or(0),
         Some(c) => c
             .parse::<usize>()
             .map_err(|_| ApiError::validation("cursor", "opaque", "cursor must be a value returned as nextCursor"))?,
@@ -180,7 +181,8 @@ pub async fn export(
     principal.require(Permission::ReportsRead)?;
     let subject = checked_subject(&subject)?;
     let reports = series(&state, &principal, &subject).await?;
-    let audit = audit_entry(&principal, &subject, "subject_exported");
+    let mut audit = audit_entry(&principal, &subject, "subject_exported");
+    audit.reports = reports.len() as u64;
     let audit_id = audit.id;
     state.commit(Command::Audit(audit)).await?;
     let mut images = Vec::new();
