@@ -49,7 +49,20 @@ struct Op {
     ok: (&'static str, &'static str, Option<&'static str>),
     /// Error statuses besides the ones every authenticated call may answer.
     errors: &'static [&'static str],
+    /// Query and header parameters: (name, where, schema type, description).
+    params: &'static [Param],
+    /// Whether the success answer is also available as a FHIR R4 Bundle.
+    fhir: bool,
 }
+
+type Param = (&'static str, ParameterIn, Type, &'static str);
+
+const ACCEPT: Param = (
+    "Accept",
+    ParameterIn::Header,
+    Type::String,
+    "application/fhir+json for a FHIR R4 Bundle (q-values honoured); application/json otherwise",
+);
 
 const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -58,7 +71,7 @@ use Access::{Authenticated as Auth, Public};
 use HttpMethod::{Delete as DELETE, Get as GET, Patch as PATCH, Post as POST};
 
 const fn op(method: HttpMethod, path: &'static str, tag: &'static str, summary: &'static str, access: Access) -> Op {
-    Op { method, path, tag, summary, access, body: &[], ok: ("200", JSON, None), errors: &[] }
+    Op { method, path, tag, summary, access, body: &[], ok: ("200", JSON, None), errors: &[], params: &[], fhir: false }
 }
 
 fn operations() -> Vec<Op> {
@@ -179,6 +192,16 @@ fn operations() -> Vec<Op> {
             body: analysis_body,
             ok: ("201", JSON, Some("Report")),
             errors: &["400", "409", "413", "415", "422", "503", "504"],
+            params: &[
+                (
+                    "Idempotency-Key",
+                    ParameterIn::Header,
+                    Type::String,
+                    "1-255 printable ASCII characters: a retry with the same key and request returns the original report",
+                ),
+                ACCEPT,
+            ],
+            fhir: true,
             ..op(
                 POST,
                 "/v1/analyses",
@@ -189,6 +212,8 @@ fn operations() -> Vec<Op> {
         },
         Op {
             ok: ("200", JSON, Some("Report")),
+            params: &[ACCEPT],
+            fhir: true,
             ..op(
                 GET,
                 "/v1/analyses/{id}",
@@ -210,6 +235,13 @@ fn operations() -> Vec<Op> {
         Op {
             ok: ("200", JSON, Some("SeriesPage")),
             errors: &["400"],
+            params: &[
+                ("limit", ParameterIn::Query, Type::Integer, "reports per page, 1-200 (default 50)"),
+                ("cursor", ParameterIn::Query, Type::String, "the nextCursor of the previous page"),
+                ("offset", ParameterIn::Query, Type::Integer, "alternatively, how many reports to skip"),
+                ACCEPT,
+            ],
+            fhir: true,
             ..op(
                 GET,
                 "/v1/subjects/{subject}/analyses",
@@ -270,11 +302,26 @@ fn schema(name: Option<&str>) -> RefOr<Schema> {
     }
 }
 
-fn problem(description: &str) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content(crate::error::PROBLEM_JSON, ContentBuilder::new().schema(Some(schema(Some("Problem")))).build())
+fn header(description: &str) -> utoipa::openapi::header::Header {
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String).build())
+        .description(Some(description))
         .build()
+}
+
+fn problem(status: &str) -> utoipa::openapi::Response {
+    let mut r = ResponseBuilder::new()
+        .description(error_description(status))
+        .content(crate::error::PROBLEM_JSON, ContentBuilder::new().schema(Some(schema(Some("Problem")))).build());
+    if matches!(status, "409" | "429" | "503") {
+        r = r.header("Retry-After", header("seconds to wait before retrying"));
+    }
+    if status == "429" {
+        r = r
+            .header("RateLimit", header("the remaining quota (draft-ietf-httpapi-ratelimit-headers)"))
+            .header("RateLimit-Policy", header("the quota policy"));
+    }
+    r.build()
 }
 
 fn error_description(status: &str) -> &'static str {
@@ -297,12 +344,23 @@ fn error_description(status: &str) -> &'static str {
 fn operation(o: &Op) -> utoipa::openapi::path::Operation {
     let mut b = OperationBuilder::new().tag(o.tag).summary(Some(o.summary)).operation_id(Some(operation_id(o)));
     for name in o.path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')) {
+        let kind = if matches!(name, "index") { Type::Integer } else { Type::String };
         b = b.parameter(
             ParameterBuilder::new()
                 .name(name)
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build())),
+                .schema(Some(ObjectBuilder::new().schema_type(kind).build())),
+        );
+    }
+    for (name, place, kind, description) in o.params {
+        b = b.parameter(
+            ParameterBuilder::new()
+                .name(*name)
+                .parameter_in(place.clone())
+                .required(Required::False)
+                .description(Some(*description))
+                .schema(Some(ObjectBuilder::new().schema_type(kind.clone()).build())),
         );
     }
     if !o.body.is_empty() {
@@ -316,10 +374,22 @@ fn operation(o: &Op) -> utoipa::openapi::path::Operation {
     let ok = if status == "204" {
         ResponseBuilder::new().description("Done").build()
     } else {
-        ResponseBuilder::new()
+        let mut ok = ResponseBuilder::new()
             .description("Success")
-            .content(content_type, ContentBuilder::new().schema(Some(schema(name))).build())
-            .build()
+            .content(content_type, ContentBuilder::new().schema(Some(schema(name))).build());
+        if o.fhir {
+            ok = ok.content(crate::analyses::fhir::FHIR_JSON, ContentBuilder::new().schema(Some(schema(None))).build());
+        }
+        if status == "201" {
+            ok = ok.header("Location", header("where the created resource is"));
+        }
+        if o.params.iter().any(|(n, ..)| *n == "Idempotency-Key") {
+            ok = ok.header(
+                "Idempotent-Replayed",
+                header("true when this is the original answer to an earlier request with the same Idempotency-Key"),
+            );
+        }
+        ok.build()
     };
     b = b.response(status, ok);
     let mut errors: Vec<&str> = o.errors.to_vec();
@@ -332,7 +402,7 @@ fn operation(o: &Op) -> utoipa::openapi::path::Operation {
     errors.sort_unstable();
     errors.dedup();
     for status in errors {
-        b = b.response(status, problem(error_description(status)));
+        b = b.response(status, problem(status));
     }
     b.build()
 }
@@ -431,6 +501,21 @@ mod tests {
             serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_analysis_contract_is_described() {
+        let doc = as_json();
+        let post = &doc["paths"]["/v1/analyses"]["post"];
+        let names: Vec<&str> =
+            post["parameters"].as_array().expect("parameters").iter().filter_map(|p| p["name"].as_str()).collect();
+        assert!(names.contains(&"Idempotency-Key"), "{names:?}");
+        assert!(post["requestBody"]["content"]["multipart/form-data"].is_object());
+        assert!(post["responses"]["201"]["content"]["application/fhir+json"].is_object());
+        assert!(post["responses"]["201"]["headers"]["Location"].is_object());
+        assert!(post["responses"]["503"]["headers"]["Retry-After"].is_object());
+        let list = &doc["paths"]["/v1/subjects/{subject}/analyses"]["get"]["parameters"];
+        assert!(list.as_array().expect("parameters").iter().any(|p| p["name"] == "cursor"));
     }
 
     #[test]
