@@ -82,6 +82,9 @@ pub struct NotReady {
     pub reason: String,
 }
 
+/// Appended entries a node may still have to apply and be ready (normal load keeps it far below).
+pub const MAX_APPLY_BACKLOG: u64 = 1_000;
+
 pub fn role_name(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
@@ -391,7 +394,8 @@ impl RaftNode {
         }
     }
 
-    /// Ready means: a member of a cluster with a known leader that was heard from recently.
+    /// Ready means: a member of a cluster with a known leader that was heard from recently, and
+    /// no long backlog of entries still to apply.
     pub fn readiness(&self) -> Result<(), NotReady> {
         // Called on every authenticated request: read the metrics in place, never clone them.
         let rx = self.raft.metrics();
@@ -400,6 +404,12 @@ impl RaftNode {
         let not_ready = |reason: String| Err(NotReady { reason });
         if m.membership_config.membership().get_node(&self.id).is_none() {
             return not_ready("not a member of any cluster yet".into());
+        }
+        // A node with a long backlog of appended but unapplied entries would answer from old
+        // state (a revocation among them not yet in force): not ready until it has caught up.
+        let backlog = m.last_log_index.unwrap_or(0).saturating_sub(m.last_applied.map_or(0, |l| l.index));
+        if backlog > MAX_APPLY_BACKLOG {
+            return not_ready(format!("applying a backlog of {backlog} entries"));
         }
         match (m.state, m.current_leader) {
             (ServerState::Leader, _) => match m.millis_since_quorum_ack {
