@@ -8,7 +8,12 @@ use axum::response::Response;
 
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
-    let method = req.method().as_str().to_string();
+    // Methods are client input: only the standard ones become label values (bounded series).
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let started = Instant::now();
     let in_flight = metrics::gauge!("dermagate_http_requests_in_flight");
     in_flight.increment(1.0);

@@ -4,6 +4,7 @@
 
 pub mod analyses;
 pub mod auth;
+pub mod body;
 pub mod bootstrap;
 pub mod clients;
 pub mod cluster;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ifu", get(docs::ifu))
         .route("/ifu.md", get(docs::ifu_markdown))
         .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(axum::middleware::from_fn(body::read_small_bodies))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {

@@ -93,6 +93,7 @@ fn operations() -> Vec<Op> {
         },
         Op {
             body: json_body,
+            ok: ("201", JSON, None),
             errors: &["400", "404", "409"],
             ..op(POST, "/v1/auth/register", "identity", "Register with an invitation", Public)
         },
@@ -165,7 +166,10 @@ fn operations() -> Vec<Op> {
             ok: ("204", JSON, None),
             ..op(DELETE, "/v1/organizations/{org}/users/{id}", "users", "Delete a user", Auth)
         },
-        op(POST, "/v1/users/{id}/sign-out-everywhere", "users", "Revoke every token of a user", Auth),
+        Op {
+            ok: ("204", JSON, None),
+            ..op(POST, "/v1/users/{id}/sign-out-everywhere", "users", "Revoke every token of a user", Auth)
+        },
         Op {
             body: json_body,
             ok: ("201", JSON, None),
@@ -174,7 +178,10 @@ fn operations() -> Vec<Op> {
         },
         op(GET, "/v1/organizations/{org}/clients", "clients", "List client keys", Auth),
         op(GET, "/v1/organizations/{org}/clients/{id}", "clients", "One client key", Auth),
-        op(DELETE, "/v1/organizations/{org}/clients/{id}", "clients", "Revoke a client key", Auth),
+        Op {
+            ok: ("204", JSON, None),
+            ..op(DELETE, "/v1/organizations/{org}/clients/{id}", "clients", "Revoke a client key", Auth)
+        },
         op(
             POST,
             "/v1/organizations/{org}/clients/{id}/rotate-secret",

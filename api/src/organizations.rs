@@ -158,6 +158,10 @@ pub async fn patch(
     }
     if let Some(status) = body.status {
         principal.require(Permission::OrganizationsManage)?;
+        if id == crate::bootstrap::PLATFORM_ORG_ID && status == OrgStatus::Suspended {
+            // Suspending it would revoke every platform administrator, with no way back.
+            return Err(ApiError::Unprocessable("the platform operator organization cannot be suspended".into()));
+        }
         state.commit(Command::SetOrganizationStatus { id, status }).await?;
         tracing::info!(org_id = %id, ?status, by = %principal.id, "organization status changed");
     }

@@ -22,10 +22,10 @@ pub async fn oauth_metadata(State(state): State<AppState>) -> impl IntoResponse 
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials", "refresh_token", "password"],
+        "grant_types_supported": ["client_credentials", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
         "response_types_supported": ["token"],
-        "scopes_supported": ["analyses:write", "reports:read"],
+        "scopes_supported": crate::clients::KNOWN_SCOPES,
     }))
 }

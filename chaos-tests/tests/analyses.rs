@@ -149,6 +149,16 @@ async fn t10_a_report_survives_the_node_that_computed_it() -> anyhow::Result<()>
         assert_eq!((s, &again), (200, &report));
     }
 
+    phase("the platform operator organisation cannot be suspended (it would lock out administration)");
+    let r = c
+        .client
+        .patch(c.url(1, "/v1/organizations/6465726d-6167-6174-6500-000000000001"))
+        .bearer_auth(&admin)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 422);
+
     phase("the catalogue endpoints");
     let (s, sites) = c.get(1, "/v1/body-sites", &token).await?;
     assert_eq!(s, 200);
@@ -302,6 +312,12 @@ async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
     let (s, b) = analyse(&c, 3, &token, &ok(vec![image_json(&big, "image/png")])).await?;
     assert_problem(s, &b, 400, "images[0].data", "max_bytes");
 
+    for site in ["ARM_LEFT ", " ARM_LEFT", "arm_left"] {
+        let mut body = ok(vec![image_json(&good_png, "image/png")]);
+        body["bodySite"] = json!(site);
+        let (s, b) = analyse(&c, 1, &token, &body).await?;
+        assert_problem(s, &b, 400, "bodySite", "known_body_site");
+    }
     for subject in ["..", "subj\n", " subj"] {
         let mut body = ok(vec![image_json(&good_png, "image/png")]);
         body["subject"] = json!(subject);
@@ -338,6 +354,12 @@ async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(r.status(), 401);
+    // Management routes too, twice on one kept-alive connection.
+    let padding = json!({ "name": "x".repeat(600_000) });
+    for _ in 0..2 {
+        let r = c.client.post(c.url(2, "/v1/organizations")).json(&padding).send().await?;
+        assert_eq!(r.status(), 401);
+    }
 
     phase("transport rules: 413, 415, malformed JSON; all problem+json");
     let huge = json!({ "images": [{ "data": "A".repeat(3_500_000), "contentType": "image/png" }], "subject": "s", "bodySite": "FACE" });
@@ -673,8 +695,12 @@ async fn t40_overload_is_shed_at_once_with_retry_after() -> anyhow::Result<()> {
     assert!(c.metric(1, "dermagate_inference_shed_total").await.unwrap_or(0.0) >= shed.len() as f64);
     assert!(c.metric(1, "dermagate_http_rejected_total{reason=\"shed\"}").await.unwrap_or(0.0) >= 1.0);
 
-    phase("the inference series an operator watches are exported");
+    phase("the inference series an operator watches are exported; client-chosen methods stay bounded");
+    let odd = reqwest::Method::from_bytes(b"XDERMAGATEPROBE")?;
+    let r = c.client.request(odd, c.url(1, "/livez")).send().await?;
+    assert!(r.status().is_client_error());
     let text = c.client.get(&c.node(1).metrics_url).send().await?.text().await?;
+    assert!(!text.contains("XDERMAGATEPROBE"), "a request method became a label value");
     for series in [
         "dermagate_inference_queue_depth",
         "dermagate_inference_stage_duration_seconds_bucket{stage=\"decode\"",

@@ -170,10 +170,8 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>, engine
         peer_http: Some(peer_http),
         public_url: config.api.public_url.trim_end_matches('/').to_string(),
         rate_limits: RateLimits::new(&rate_limits),
-        // Twice what the pool holds (running + queued): room for bodies being read meanwhile.
-        analysis_slots: Arc::new(tokio::sync::Semaphore::new(
-            2 * (engine.settings().workers + engine.settings().queue),
-        )),
+        // What the pool holds (running + queued), plus one body being read per worker.
+        analysis_slots: Arc::new(tokio::sync::Semaphore::new(2 * engine.settings().workers + engine.settings().queue)),
         engine: Arc::new(engine),
     })))
 }

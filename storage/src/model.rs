@@ -366,6 +366,10 @@ pub struct StoredReport {
     /// The care provider's pseudonymous identifier of the subject (never a name).
     pub subject: String,
     pub issued_ms: i64,
+    /// When the request that produced the report arrived (unix ms): an analysis requested
+    /// before its subject's erasure is not stored, however long it ran.
+    #[serde(default)]
+    pub requested_ms: i64,
     pub previous_report_id: Option<Uuid>,
     /// The organisation-scoped idempotency key this report completes, if any.
     pub idempotency_key: Option<String>,

@@ -57,7 +57,7 @@ pub(crate) fn store_report(
         return Ok(Response::Conflict { reason: format!("report {} already exists", report.id) });
     }
     let erased_at = state.get::<i64>(&keys::subject_erased(&report.org_id, &report.subject))?;
-    if erased_at.is_some_and(|at| report.issued_ms <= at) {
+    if erased_at.is_some_and(|at| report.requested_ms.min(report.issued_ms) <= at) {
         return Ok(Response::Conflict {
             reason: "the subject was erased while this analysis ran; send it again to start a new series".into(),
         });

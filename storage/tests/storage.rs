@@ -167,6 +167,7 @@ fn report(org: u128, subject: &str, issued_ms: i64, previous: Option<uuid::Uuid>
         org_id: uuid::Uuid::from_u128(org),
         subject: subject.into(),
         issued_ms,
+        requested_ms: issued_ms - 100,
         previous_report_id: previous,
         idempotency_key: key.map(String::from),
         idempotency_fingerprint: key.map(|_| "fp".to_string()),
@@ -224,10 +225,15 @@ async fn t60_time_series_is_ordered_linked_and_erased_atomically() -> anyhow::Re
     // An analysis that began before the erasure (issued earlier) must not bring the subject back;
     // one issued after it starts a new series.
     let late = report(1, "subj-1", 4_500, None, None);
+    // Requested before the erasure, finished after it: still not stored.
+    let slow = StoredReport { requested_ms: 4_900, issued_ms: 5_500, ..report(1, "subj-1", 5_500, None, None) };
     let fresh = report(1, "subj-1", 6_000, None, None);
-    let r = sm.apply(vec![entry(7, store_report(&late)), entry(8, store_report(&fresh))]).await?;
+    let r = sm
+        .apply(vec![entry(7, store_report(&late)), entry(8, store_report(&slow)), entry(9, store_report(&fresh))])
+        .await?;
     assert!(matches!(&r[0], Response::Conflict { reason } if reason.contains("erased")));
-    assert!(r[1].is_ok());
+    assert!(matches!(&r[1], Response::Conflict { reason } if reason.contains("erased")));
+    assert!(r[2].is_ok());
     assert_eq!(store.subject_reports(&first.org_id, "subj-1")?.len(), 1);
     Ok(())
 }

@@ -86,13 +86,11 @@ fn decide(state: &AppState, key: &IdempotencyKey) -> Result<Option<Result<Claim,
     }
 }
 
-/// Frees the key after a failure that produced no report, so a corrected retry may use it.
-pub fn release(state: &AppState, key: IdempotencyKey) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        let cmd = Command::ReleaseIdempotencyKey { scoped_key: key.scoped, fingerprint: key.fingerprint };
-        if let Err(e) = state.commit(cmd).await {
-            tracing::debug!(error = %e, "idempotency key not released; its lease will expire");
-        }
-    });
+/// Frees the key after a failure that produced no report, before the failure is answered, so an
+/// immediate retry (corrected or not) finds the key free.
+pub async fn release(state: &AppState, key: IdempotencyKey) {
+    let cmd = Command::ReleaseIdempotencyKey { scoped_key: key.scoped, fingerprint: key.fingerprint };
+    if let Err(e) = state.commit(cmd).await {
+        tracing::debug!(error = %e, "idempotency key not released; its lease will expire");
+    }
 }

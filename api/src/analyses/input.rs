@@ -324,7 +324,6 @@ fn metadata(
     }
     let subject = subject_id(subject.as_deref())?;
     let site = site
-        .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::validation("bodySite", "required", "bodySite is required (see GET /v1/body-sites)"))?;
     let body_site = body_site(&site).ok_or_else(|| {

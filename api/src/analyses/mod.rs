@@ -83,7 +83,9 @@ pub async fn create(
     let input = input::read(request, &state, &settings.limits).await?;
     let key = scoped_key.map(|scoped| IdempotencyKey { scoped, fingerprint: input.fingerprint() });
     if let Some(key) = &key {
-        let lease = (settings.deadline + state.settings.request_timeout).as_millis() as i64;
+        // The holder has finished or failed by then: the analysis deadline, then one replicated
+        // write (its own timeout is 5 s), with a second of margin.
+        let lease = (settings.deadline + std::time::Duration::from_secs(6)).as_millis() as i64;
         if let Claim::Replay(original) =
             idempotency::claim(&state, key, settings.idempotency_ttl.as_millis() as i64, lease).await?
         {
@@ -91,7 +93,7 @@ pub async fn create(
             return respond_created(&headers, original.body, true);
         }
     }
-    let result = analyse_and_store(&state, &principal, input, key.clone(), started + settings.deadline).await;
+    let result = analyse_and_store(&state, &principal, input, key.clone(), started, settings.deadline).await;
     match result {
         Ok(body) => respond_created(&headers, body, false),
         Err(Stored::Replayed(original)) => respond_created(&headers, original.body, true),
@@ -99,7 +101,7 @@ pub async fn create(
             if let Some(key) = key {
                 // Outcome-unknown writes keep the claim: the report may exist; the lease expires.
                 if !matches!(e, ApiError::OutcomeUnknown(_)) {
-                    idempotency::release(&state, key);
+                    idempotency::release(&state, key).await;
                 }
             }
             Err(e)
@@ -130,8 +132,11 @@ async fn analyse_and_store(
     principal: &Principal,
     input: AnalysisInput,
     key: Option<IdempotencyKey>,
-    deadline: Instant,
+    started: Instant,
+    budget: std::time::Duration,
 ) -> Result<serde_json::Value, Stored> {
+    let requested_ms = now_ms() - started.elapsed().as_millis() as i64;
+    let deadline = started + budget;
     let previous = check_previous_report(state, principal, &input).await?;
     let store_images =
         state.store.organization(&principal.org_id).map_err(ApiError::from)?.is_some_and(|o| o.store_images);
@@ -159,6 +164,7 @@ async fn analyse_and_store(
         org_id: principal.org_id,
         subject: input.subject.clone(),
         issued_ms,
+        requested_ms,
         previous_report_id: input.previous_report_id,
         idempotency_key: key.as_ref().map(|k| k.scoped.clone()),
         idempotency_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
