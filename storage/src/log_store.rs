@@ -29,7 +29,9 @@ pub struct LogStore {
 impl LogStore {
     pub fn new(store: Arc<Store>) -> LogStore {
         let (tx, rx) = std::sync::mpsc::channel();
-        let syncing = store.clone();
+        // A weak reference: the sync thread must not keep the database open (and its lock held)
+        // after every owner has let go of it, or a reopen in the same process would fail.
+        let syncing = Arc::downgrade(&store);
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || run_syncer(&syncing, rx))
@@ -62,12 +64,19 @@ impl LogStore {
 /// until then openraft neither acknowledges the entries to the leader nor counts them for commit.
 /// Meanwhile the Raft core keeps working (replicating, accepting proposals), which is what lets
 /// concurrent writes share one fsync.
-fn run_syncer(store: &Store, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn run_syncer(store: &std::sync::Weak<Store>, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
+        let Some(store) = store.upgrade() else {
+            for callback in waiting {
+                callback.log_io_completed(Err(std::io::Error::other("the log store was closed")));
+            }
+            return;
+        };
         let started = Instant::now();
         let result = store.db().flush_wal(true);
+        drop(store);
         metrics::histogram!("dermagate_storage_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         for callback in waiting {
             match &result {
