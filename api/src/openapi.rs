@@ -309,6 +309,19 @@ fn schema(name: Option<&str>) -> RefOr<Schema> {
     }
 }
 
+fn oauth_error(status: &str) -> utoipa::openapi::Response {
+    let body = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("error", ObjectBuilder::new().schema_type(Type::String))
+        .required("error")
+        .property("error_description", ObjectBuilder::new().schema_type(Type::String))
+        .build();
+    ResponseBuilder::new()
+        .description(error_description(status))
+        .content(JSON, ContentBuilder::new().schema(Some(RefOr::T(Schema::Object(body)))).build())
+        .build()
+}
+
 fn header(description: &str) -> utoipa::openapi::header::Header {
     utoipa::openapi::header::HeaderBuilder::new()
         .schema(ObjectBuilder::new().schema_type(Type::String).build())
@@ -409,7 +422,9 @@ fn operation(o: &Op) -> utoipa::openapi::path::Operation {
     errors.sort_unstable();
     errors.dedup();
     for status in errors {
-        b = b.response(status, problem(status));
+        // The OAuth endpoints answer errors as RFC 6749 §5.2 demands, not as problem details.
+        let answer = if o.path.starts_with("/oauth/") { oauth_error(status) } else { problem(status) };
+        b = b.response(status, answer);
     }
     b.build()
 }
@@ -523,6 +538,14 @@ mod tests {
         assert!(post["responses"]["503"]["headers"]["Retry-After"].is_object());
         let list = &doc["paths"]["/v1/subjects/{subject}/analyses"]["get"]["parameters"];
         assert!(list.as_array().expect("parameters").iter().any(|p| p["name"] == "cursor"));
+    }
+
+    #[test]
+    fn oauth_errors_are_rfc_6749_json() {
+        let doc = as_json();
+        let bad = &doc["paths"]["/oauth/token"]["post"]["responses"]["400"]["content"];
+        assert!(bad["application/json"]["schema"]["properties"]["error"].is_object(), "{bad}");
+        assert!(bad["application/problem+json"].is_null());
     }
 
     #[test]
