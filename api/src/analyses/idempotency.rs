@@ -43,8 +43,12 @@ pub enum Claim {
 
 /// Binds the key to this request, or explains why it cannot be.
 pub async fn claim(state: &AppState, key: &IdempotencyKey, ttl_ms: i64, lease_ms: i64) -> Result<Claim, ApiError> {
-    if let Some(decided) = decide(state, key)? {
-        return decided;
+    // Local state may lag the leader: a completed request found here is final, but "in flight"
+    // may be stale (completed meanwhile on another node), so only the claim through Raft, applied
+    // here before it answers, can say that.
+    match decide(state, key)? {
+        Some(Err(ApiError::InFlight(_))) | None => {}
+        Some(decided) => return decided,
     }
     let now = now_ms();
     let record = IdempotencyRecord {
