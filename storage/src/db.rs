@@ -244,6 +244,10 @@ impl Store {
         Ok(out)
     }
 
+    pub fn report_image(&self, report: &Uuid, index: u32) -> Result<Option<crate::model::StoredImage>, StoreError> {
+        self.get_json(CF_SM_DATA, &keys::image(report, index))
+    }
+
     pub fn report_images(&self, report: &Uuid) -> Result<Vec<crate::model::StoredImage>, StoreError> {
         self.scan_json(&keys::image_prefix(report))
     }

@@ -55,14 +55,11 @@ pub struct AnalysisInput {
     pub body_site: &'static BodySite,
     pub known_condition: Option<String>,
     pub previous_report_id: Option<Uuid>,
+    /// SHA-256 of each image, hex, in order (computed once, with the input).
+    pub sha256: Vec<String>,
 }
 
 impl AnalysisInput {
-    /// SHA-256 of each image, hex, in order.
-    pub fn image_hashes(&self) -> Vec<String> {
-        self.images.iter().map(|i| hex::encode(Sha256::digest(&i.bytes))).collect()
-    }
-
     /// What makes two requests "the same request" for `Idempotency-Key`: the metadata and the
     /// image bytes, whichever encoding (JSON or multipart) carried them.
     pub fn fingerprint(&self) -> String {
@@ -71,7 +68,7 @@ impl AnalysisInput {
             "bodySite": self.body_site.code,
             "knownCondition": self.known_condition,
             "previousReportId": self.previous_report_id,
-            "images": self.images.iter().zip(self.image_hashes()).map(|(i, h)| (i.content_type.to_ascii_lowercase(), h)).collect::<Vec<_>>(),
+            "images": self.images.iter().zip(&self.sha256).map(|(i, h)| (i.content_type.as_str(), h)).collect::<Vec<_>>(),
         });
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
@@ -142,7 +139,20 @@ async fn read_json(req: Request, limits: &InputLimits) -> Result<AnalysisInput, 
             ApiError::BadRequest(format!("could not read the request body: {e}"))
         }
     })?;
-    let body: AnalysisRequest = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+    let limits = limits.clone();
+    off_runtime(move || parse_json(&bytes, &limits)).await
+}
+
+/// CPU work on megabytes (JSON parsing, base64, hashing) runs on the blocking pool, never on the
+/// async runtime's threads.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?
+}
+
+fn parse_json(bytes: &[u8], limits: &InputLimits) -> Result<AnalysisInput, ApiError> {
+    let body: AnalysisRequest = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::validation("body", "schema", e.to_string()),
         _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
     })?;
@@ -230,7 +240,7 @@ async fn read_form(form: &mut Multipart, limits: &InputLimits) -> Result<Analysi
         }
     }
     check_count(images.len(), limits)?;
-    metadata(images, subject, site, condition, previous)
+    off_runtime(move || metadata(images, subject, site, condition, previous)).await
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limits: &InputLimits) -> ApiError {
@@ -349,7 +359,8 @@ fn metadata(
             ApiError::validation("previousReportId", "uuid", "previousReportId must be the UUID of a report")
         })?),
     };
-    Ok(AnalysisInput { images, subject, body_site, known_condition, previous_report_id })
+    let sha256 = images.iter().map(|i| hex::encode(Sha256::digest(&i.bytes))).collect();
+    Ok(AnalysisInput { images, subject, body_site, known_condition, previous_report_id, sha256 })
 }
 
 /// A UUID in its canonical hyphenated form only (no braces, URNs or bare hex).

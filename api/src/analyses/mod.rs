@@ -140,7 +140,10 @@ async fn analyse_and_store(
     let previous = check_previous_report(state, principal, &input).await?;
     let store_images =
         state.store.organization(&principal.org_id).map_err(ApiError::from)?.is_some_and(|o| o.store_images);
-    let uploads: Vec<UploadedImage> = input.images.clone();
+    let mut input = input;
+    let content_types: Vec<String> = input.images.iter().map(|i| i.content_type.clone()).collect();
+    // The bytes move to the engine: megabytes are not copied on their way to the workers.
+    let uploads: Vec<UploadedImage> = std::mem::take(&mut input.images);
     let analysis = state.engine.analyse(uploads, store_images, deadline).await.map_err(analysis_error)?;
     let id = Uuid::now_v7();
     // A later point of a series is never issued before the point it follows (clocks differ
@@ -154,6 +157,7 @@ async fn analyse_and_store(
         requested_by: &principal.id,
         manifest,
         input: &input,
+        content_types: &content_types,
         stored: store_images,
     };
     let report = report::build(&ctx, &analysis);
@@ -186,7 +190,7 @@ async fn analyse_and_store(
     }
     let outcome = report.outcome.clone();
     metrics::counter!("dermagate_analyses_total", "outcome" => outcome.clone()).increment(1);
-    tracing::info!(report_id = %id, org_id = %principal.org_id, by = %principal.id, outcome, images = input.images.len(), "analysis stored");
+    tracing::info!(report_id = %id, org_id = %principal.org_id, by = %principal.id, outcome, images = content_types.len(), "analysis stored");
     Ok(body)
 }
 
@@ -327,12 +331,8 @@ pub async fn get_image(
 ) -> Result<Response, ApiError> {
     principal.require(Permission::ReportsRead)?;
     let report = find_report(&state, &principal, &id).await?;
-    let image = state
-        .store
-        .report_images(&report.id)?
-        .into_iter()
-        .find(|i| i.index == index)
-        .ok_or_else(|| ApiError::NotFound("stored image".into()))?;
+    let image =
+        state.store.report_image(&report.id, index)?.ok_or_else(|| ApiError::NotFound("stored image".into()))?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(&image.data).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, image.content_type)], bytes).into_response())
 }

@@ -145,17 +145,18 @@ pub struct ReportContext<'a> {
     pub requested_by: &'a str,
     pub manifest: &'a Manifest,
     pub input: &'a AnalysisInput,
+    /// The declared type of each image (the image bytes themselves went to the engine).
+    pub content_types: &'a [String],
     pub stored: bool,
 }
 
 pub fn build(ctx: &ReportContext<'_>, analysis: &Analysis) -> Report {
     let m = ctx.manifest;
-    let hashes = ctx.input.image_hashes();
     let series = analysis
         .images
         .iter()
         .enumerate()
-        .map(|(i, r)| image_report(ctx, i, r, &hashes[i], &ctx.input.images[i].content_type))
+        .map(|(i, r)| image_report(ctx, i, r, &ctx.input.sha256[i], &ctx.content_types[i]))
         .collect();
     let (conclusions, indicators, entropy) = match &analysis.summary {
         Some(s) => (
@@ -215,7 +216,7 @@ fn image_report(
 ) -> ImageReport {
     ImageReport {
         index: index as u32,
-        content_type: content_type.to_ascii_lowercase(),
+        content_type: content_type.to_string(),
         width: r.width,
         height: r.height,
         sha256: sha256.to_string(),

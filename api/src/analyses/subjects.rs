@@ -185,17 +185,20 @@ pub async fn export(
     audit.reports = reports.len() as u64;
     let audit_id = audit.id;
     state.commit(Command::Audit(audit)).await?;
-    let mut images = Vec::new();
-    for r in &reports {
-        for i in state.store.report_images(&r.id)? {
-            images.push(ExportedImage {
-                report_id: i.report_id,
-                index: i.index,
-                content_type: i.content_type,
-                data: i.data,
-            });
-        }
-    }
+    let ids: Vec<Uuid> = reports.iter().map(|r| r.id).collect();
+    let stored = state
+        .scan(move |store| {
+            let mut all = Vec::new();
+            for id in &ids {
+                all.extend(store.report_images(id)?);
+            }
+            Ok(all)
+        })
+        .await?;
+    let images = stored
+        .into_iter()
+        .map(|i| ExportedImage { report_id: i.report_id, index: i.index, content_type: i.content_type, data: i.data })
+        .collect();
     Ok(axum::Json(SubjectExport {
         subject,
         organization_id: principal.org_id,
