@@ -4,7 +4,10 @@ export CARGO_TARGET_DIR ?= /var/tmp/dermagate-target
 BIN := $(CARGO_TARGET_DIR)/debug/dermagate
 CLUSTER_DIR ?= .local-cluster
 
-.PHONY: deps build run down test verify fix bench-writes bench-auth bench-analyses check-live
+PROFILE ?= ci
+SEED ?=
+
+.PHONY: deps build run down test verify fix chaos bench-writes bench-auth bench-analyses check-live
 
 deps:
 	@scripts/install-deps.sh
@@ -29,6 +32,7 @@ test: deps
 	cargo test --workspace --no-fail-fast
 	deploy/check.sh
 	DERMAGATE_BIN=$(BIN) grafana/check_cluster_live.sh
+	$(MAKE) chaos PROFILE=ci
 
 ## verify: the same checks as `test` (the name the house style uses).
 verify: test
@@ -36,6 +40,13 @@ verify: test
 fix:
 	cargo fmt --all
 	cargo clippy --workspace --all-targets --fix --allow-dirty
+
+## chaos: the fault-injection suite against real nodes behind HAProxy (needs root: nftables, tmpfs).
+## PROFILE=ci (one fault of each class, ~5 min; part of `make test`), soak (30 min, a leader kill
+## every 15 s plus random faults), kills (leader kills only). SEED=N replays a schedule.
+## Writes chaos-report/<UTC time>/report.{json,md} and availability.png; fails on a broken safety property.
+chaos:
+	$(CARGO_TARGET_DIR)/debug/dermagate-chaos --profile $(PROFILE) $(if $(SEED),--seed $(SEED)) $(if $(DURATION),--duration-s $(DURATION))
 
 ## bench-writes: replicated writes at 1/16/64 clients and the failover window, on a fresh cluster.
 bench-writes: build

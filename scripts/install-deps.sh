@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a fresh machine lacks to build and test dermagate:
 # clang/libclang-dev for RocksDB's bindgen; haproxy, prometheus (promtool), systemd (systemd-analyze),
-# nftables and wrk for the operations tests and benchmarks.
+# nftables and wrk for the operations tests, the chaos suite and benchmarks; fonts-dejavu-core
+# for the text of the chaos suite's availability chart.
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
-packages=(clang libclang-dev haproxy prometheus nftables wrk systemd)
+packages=(clang libclang-dev haproxy prometheus nftables wrk systemd fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

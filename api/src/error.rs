@@ -58,6 +58,9 @@ pub enum ApiError {
     /// The node cannot serve right now (no leader, stale, deadline passed); retry elsewhere or later.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u64 },
+    /// This node's disk is (almost) full: it takes no new data until space is freed.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Load shedding: the inference queue is full, so the request is refused at once.
     #[error("{detail}")]
     Overloaded { detail: String, retry_after_secs: u64 },
@@ -99,6 +102,9 @@ impl ApiError {
             }
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Service overloaded"),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage", "Insufficient storage")
+            }
             ApiError::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, "outcome-unknown", "Outcome unknown"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
@@ -114,7 +120,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => Some("auth"),
             ApiError::TooManyRequests { .. } => Some("rate_limit"),
             ApiError::Overloaded { .. } => Some("shed"),
-            ApiError::Unavailable { .. } => Some("unavailable"),
+            ApiError::Unavailable { .. } | ApiError::InsufficientStorage(_) => Some("unavailable"),
             ApiError::Validation { .. }
             | ApiError::BadRequest(_)
             | ApiError::PayloadTooLarge(_)
@@ -169,6 +175,9 @@ impl IntoResponse for ApiError {
             ApiError::InFlight(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
+            ApiError::InsufficientStorage(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            }
             _ => {}
         }
         if let Some(reason) = self.rejection() {
@@ -181,6 +190,20 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<dermagate_raft::NotReady> for ApiError {
+    fn from(not_ready: dermagate_raft::NotReady) -> Self {
+        match not_ready.kind {
+            dermagate_raft::NotReadyKind::DiskFull => {
+                ApiError::InsufficientStorage(format!("this node takes no new data: {}", not_ready.reason))
+            }
+            _ => ApiError::Unavailable {
+                detail: format!("this node cannot authenticate right now: {}", not_ready.reason),
+                retry_after_secs: 1,
+            },
+        }
     }
 }
 

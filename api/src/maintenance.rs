@@ -1,6 +1,6 @@
 //! Housekeeping the leader does on a timer: drop revoked token ids whose tokens have expired,
 //! drop retired signing keys, rotate the signing key when it is older than the schedule, and
-//! (hourly) drop expired idempotency keys.
+//! (hourly) drop expired idempotency keys, and forget the ids of requests applied long ago.
 //! Only the leader proposes, so the cluster does each job once.
 
 use std::time::Duration;
@@ -33,9 +33,15 @@ pub async fn run(state: AppState, every: Duration, rotate_after: Duration) {
     }
 }
 
+/// How long the outcome of an applied request is kept for retries of the same request (a retry
+/// comes within the write timeout, seconds; this leaves a wide margin).
+const APPLIED_REQUEST_RETENTION: Duration = Duration::from_secs(600);
+
 async fn tick(state: &AppState, rotate_after: Duration) -> Result<(), crate::ApiError> {
     let now = now_secs();
     state.commit(Command::PurgeRevocations { before: now }).await?;
+    let before_ms = crate::state::now_ms() - APPLIED_REQUEST_RETENTION.as_millis() as i64;
+    state.commit(Command::PurgeAppliedRequests { before_ms }).await?;
     let keys = state.store.signing_keys()?;
     if keys.iter().any(|k| k.status == KeyStatus::Retiring && k.retire_after.is_some_and(|t| t < now)) {
         state.commit(Command::PurgeSigningKeys { now_secs: now }).await?;

@@ -124,16 +124,15 @@ pub async fn get(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Permission::OrganizationRead)?;
     principal.require_org(&id, "organization")?;
-    let org = state
-        .read_fresh(|| Ok(state.store.organization(&id)?))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("organization".into()))?;
+    state.linearizable().await?;
+    let org = state.store.organization(&id)?.ok_or_else(|| ApiError::NotFound("organization".into()))?;
     Ok(axum::Json(OrganizationView::from(org)))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationPatch {
+    pub name: Option<String>,
     pub status: Option<OrgStatus>,
     #[serde(default, alias = "storeImages")]
     pub store_images: Option<bool>,
@@ -147,8 +146,15 @@ pub async fn patch(
     Path(id): Path<Uuid>,
     Json(body): Json<OrganizationPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.status.is_none() && body.store_images.is_none() {
-        return Err(ApiError::validation("body", "required", "send status and/or store_images"));
+    if body.status.is_none() && body.store_images.is_none() && body.name.is_none() {
+        return Err(ApiError::validation("body", "required", "send name, status and/or store_images"));
+    }
+    if let Some(name) = &body.name {
+        principal.require(Permission::OrganizationSettings)?;
+        principal.require_org(&id, "organization")?;
+        let name = validate::text("name", name, 200)?;
+        state.commit(Command::RenameOrganization { id, name }).await?;
+        tracing::info!(org_id = %id, by = %principal.id, "organization renamed");
     }
     if let Some(store_images) = body.store_images {
         principal.require(Permission::OrganizationSettings)?;

@@ -71,10 +71,15 @@ impl Deref for AppState {
 impl AppState {
     /// Replicates a command and turns its business outcome into an API result.
     pub async fn commit(&self, command: Command) -> Result<(), ApiError> {
+        if let Some(problem) = self.node.disk_problem() {
+            return Err(ApiError::InsufficientStorage(format!("this node takes no new data: {problem}")));
+        }
         let revocation = command.is_revocation();
         let (response, index) = self.node.write_indexed(Request::new(now_ms(), command)).await?;
         if revocation {
-            self.node.propagate(index, REVOCATION_SPREAD_TIMEOUT).await;
+            // Waiting the staleness bound for every member makes the bound hold with no delay:
+            // a member that has not confirmed by then has stopped authenticating.
+            self.node.propagate(index, self.node.settings().staleness_bound).await;
         }
         match response {
             Response::Ok => Ok(()),
@@ -108,6 +113,16 @@ impl AppState {
         Ok(tokio::task::spawn_blocking(move || scan(&store)).await.map_err(ApiError::internal)??)
     }
 
+    /// Makes the next local read linearizable: this node applies everything the leader had
+    /// committed when the call began, so the read sees every write acknowledged before it
+    /// started, on whichever node. Refused (503) when the leader cannot be reached.
+    pub async fn linearizable(&self) -> Result<(), ApiError> {
+        self.node.catch_up(Duration::from_secs(1)).await.map_err(|e| ApiError::Unavailable {
+            detail: format!("cannot confirm the latest state with the leader: {e}"),
+            retry_after_secs: 1,
+        })
+    }
+
     /// Catches up with the leader before a listing, so it includes writes made elsewhere.
     pub async fn catch_up_for_listing(&self) {
         if let Err(e) = self.node.catch_up(Duration::from_secs(1)).await {
@@ -115,9 +130,6 @@ impl AppState {
         }
     }
 }
-
-/// How long a revocation waits for the other nodes to apply it before it is acknowledged anyway.
-pub const REVOCATION_SPREAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

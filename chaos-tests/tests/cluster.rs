@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dermagate_chaos_tests::checker::no_acknowledged_write_lost;
 use dermagate_chaos_tests::cluster::{phase, serial, unique, TestCluster};
-use dermagate_chaos_tests::history::History;
+use dermagate_chaos_tests::history::{History, OpClass};
 use serde_json::json;
 
 const SECS_10: Duration = Duration::from_secs(10);
@@ -26,17 +26,18 @@ async fn write_orgs(
     let mut done = 0;
     while done < count {
         anyhow::ensure!(std::time::Instant::now() < deadline, "writes through node {node} kept failing");
+        let op = history.invoke("test", OpClass::Write, "create_org", &format!("node{node}"));
         match cluster.create_org(node, token, &unique("org")).await {
             Ok((201, Some(id))) => {
-                history.record(Some(format!("/v1/organizations/{id}")), Some(201));
+                op.done(Some(201), Some(format!("/v1/organizations/{id}")));
                 done += 1;
             }
             Ok((status, _)) => {
-                history.record(None, Some(status));
+                op.done(Some(status), None);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(_) => {
-                history.record(None, None);
+                op.done(None, None);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -96,7 +97,7 @@ async fn t20_leader_sigkill_fails_over_and_loses_nothing() -> anyhow::Result<()>
     cluster.restart(old_leader)?;
     cluster.wait_ready(old_leader, Duration::from_secs(30)).await?;
     no_acknowledged_write_lost(&cluster, &history, &token).await?;
-    assert_eq!(history.acknowledged().len(), 20);
+    assert_eq!(history.acknowledged_paths().len(), 20);
     Ok(())
 }
 
@@ -199,7 +200,7 @@ async fn t50_a_peer_with_a_foreign_ca_certificate_is_refused() -> anyhow::Result
         &evil.path().join("node9.pem"),
         &evil.path().join("node9.key"),
     )?;
-    let net = dermagate_raft::network::Network::new(Some(rogue_tls), &dermagate_raft::RaftSettings::default());
+    let net = dermagate_raft::network::Network::new(Some(rogue_tls), &dermagate_raft::RaftSettings::default(), None);
 
     phase("its vote request with a huge term is refused at the TLS handshake");
     let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(1_000, 9), None);
@@ -225,7 +226,8 @@ async fn t50_a_peer_with_a_foreign_ca_certificate_is_refused() -> anyhow::Result
         &cluster.dir.path().join("certs/node9.pem"),
         &cluster.dir.path().join("certs/node9.key"),
     )?;
-    let impostor = dermagate_raft::network::Network::new(Some(impostor_tls), &dermagate_raft::RaftSettings::default());
+    let impostor =
+        dermagate_raft::network::Network::new(Some(impostor_tls), &dermagate_raft::RaftSettings::default(), None);
     let member = cluster.ids().into_iter().find(|id| *id != leader).expect("member");
     let claims_to_be_member = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(1_000, member), None);
     let result: Result<serde_json::Value, _> = impostor

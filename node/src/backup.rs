@@ -78,7 +78,7 @@ pub async fn restore(backup_file: &Path, kek_file: &Path, dir: &Path, nodes: u64
     if dir.join("cluster.json").exists() {
         bail!("{} already holds a cluster; restore into a new directory", dir.display());
     }
-    local::up(dir, nodes, false).await?;
+    local::up(dir, nodes, false, None).await?;
     let file = ClusterFile::read(dir)?;
     let client = file.http_client()?;
     let (url, token) = admin_token(&file, &client).await?;

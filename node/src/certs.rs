@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -54,10 +55,13 @@ fn ca_params(name: &str) -> anyhow::Result<CertificateParams> {
     Ok(params)
 }
 
-fn node_params(id: u64, days: i64) -> anyhow::Result<CertificateParams> {
+fn node_params(id: u64, days: i64, ip: Option<IpAddr>) -> anyhow::Result<CertificateParams> {
     let mut params = CertificateParams::new(vec![format!("node-{id}.dermagate"), "localhost".to_string()])?;
     params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse()?));
     params.subject_alt_names.push(SanType::IpAddress("::1".parse()?));
+    if let Some(ip) = ip.filter(|ip| !ip.is_unspecified() && *ip != IpAddr::from([127, 0, 0, 1])) {
+        params.subject_alt_names.push(SanType::IpAddress(ip));
+    }
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("node-{id}.dermagate"));
     params.distinguished_name = dn;
@@ -77,6 +81,17 @@ fn ymd(t: chrono::DateTime<chrono::Utc>) -> (i32, u8, u8) {
 
 /// Creates a CA named `ca_name` and certificates for nodes 1..=nodes in `out`.
 pub fn init(out: &Path, nodes: u64, ca_name: &str, days: i64) -> anyhow::Result<CertPaths> {
+    init_with_ips(out, nodes, ca_name, days, |_| None)
+}
+
+/// Like [`init`]; node `id`'s certificate also names the address `ip_of(id)`.
+pub fn init_with_ips(
+    out: &Path,
+    nodes: u64,
+    ca_name: &str,
+    days: i64,
+    ip_of: impl Fn(u64) -> Option<IpAddr>,
+) -> anyhow::Result<CertPaths> {
     anyhow::ensure!((1..=99).contains(&nodes), "--nodes must be between 1 and 99");
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let ca_key = KeyPair::generate()?;
@@ -87,7 +102,7 @@ pub fn init(out: &Path, nodes: u64, ca_name: &str, days: i64) -> anyhow::Result<
     let mut paths = CertPaths { ca_cert: ca_cert_path(out), node_cert: Vec::new(), node_key: Vec::new() };
     for id in 1..=nodes {
         let key = KeyPair::generate()?;
-        let cert = node_params(id, days)?.signed_by(&key, &ca)?;
+        let cert = node_params(id, days, ip_of(id))?.signed_by(&key, &ca)?;
         fs::write(node_cert_path(out, id), cert.pem())?;
         write_private(&node_key_path(out, id), key.serialize_pem().as_bytes())?;
         paths.node_cert.push(node_cert_path(out, id));
@@ -99,13 +114,18 @@ pub fn init(out: &Path, nodes: u64, ca_name: &str, days: i64) -> anyhow::Result<
 /// Issues a certificate for one more node from the CA in `dir` (its `ca.pem` and `ca.key`),
 /// as needed before adding a node to a running cluster.
 pub fn issue(dir: &Path, id: u64, days: i64) -> anyhow::Result<PathBuf> {
+    issue_with_ip(dir, id, days, None)
+}
+
+/// Like [`issue`]; the certificate also names `ip`.
+pub fn issue_with_ip(dir: &Path, id: u64, days: i64, ip: Option<IpAddr>) -> anyhow::Result<PathBuf> {
     anyhow::ensure!(id >= 1, "--node-id must be positive");
     let ca_pem =
         fs::read_to_string(ca_cert_path(dir)).with_context(|| format!("reading {}", ca_cert_path(dir).display()))?;
     let ca_key = KeyPair::from_pem(&fs::read_to_string(dir.join("ca.key")).context("reading ca.key")?)?;
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
     let key = KeyPair::generate()?;
-    let cert = node_params(id, days)?.signed_by(&key, &issuer)?;
+    let cert = node_params(id, days, ip)?.signed_by(&key, &issuer)?;
     fs::write(node_cert_path(dir, id), cert.pem())?;
     write_private(&node_key_path(dir, id), key.serialize_pem().as_bytes())?;
     Ok(node_cert_path(dir, id))

@@ -157,6 +157,10 @@ pub struct TlsConfig {
 pub struct StorageConfig {
     /// The key-encryption key (64 hex characters) that wraps the node's data keys.
     pub kek_file: PathBuf,
+    /// Space (MiB) that must stay free on the data directory's filesystem: below it the node
+    /// refuses writes (507) and declines replicated entries until space is freed. 0 disables.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,7 +328,10 @@ fn default_election_max() -> u64 {
     240
 }
 fn default_staleness() -> u64 {
-    2_000
+    1_000
+}
+fn default_min_free_mb() -> u64 {
+    256
 }
 fn default_write_timeout() -> u64 {
     5_000

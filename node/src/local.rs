@@ -2,7 +2,7 @@
 //! and encrypted storage, for trying the product and for tests. Starting again on the same
 //! directory resumes the same cluster with its data.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,17 +17,44 @@ use crate::{lb, process};
 
 pub const ADMIN_USERNAME: &str = "admin";
 
+/// Where one node listens: its own address (loopback by default) and three free ports on it.
 struct Ports {
+    ip: IpAddr,
     api: u16,
     raft: u16,
     metrics: u16,
 }
 
-/// Free loopback ports, all reserved at once so they differ from each other.
-fn free_ports(n: usize) -> anyhow::Result<Vec<Ports>> {
-    let listeners: Vec<TcpListener> = (0..n * 3).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
-    Ok(ports.chunks(3).map(|c| Ports { api: c[0], raft: c[1], metrics: c[2] }).collect())
+/// The address of node `id`: `base` plus `id - 1` in the last octet, or 127.0.0.1 without a base.
+/// Giving every node its own loopback address lets a firewall rule (the chaos suite's) cut the
+/// link between two nodes exactly, since each node also connects out from its own address.
+pub fn node_ip(base: Option<Ipv4Addr>, id: u64) -> anyhow::Result<IpAddr> {
+    let Some(base) = base else { return Ok(IpAddr::from([127, 0, 0, 1])) };
+    let [a, b, c, d] = base.octets();
+    let last = u64::from(d) + id - 1;
+    anyhow::ensure!(last <= 254, "--addr-base {base} leaves no address for node {id}");
+    Ok(IpAddr::from([a, b, c, last as u8]))
+}
+
+/// Free ports on each node's address, all reserved at once so they differ from each other.
+fn free_ports(ips: &[IpAddr]) -> anyhow::Result<Vec<Ports>> {
+    let mut held = Vec::new();
+    let mut out = Vec::new();
+    for ip in ips {
+        let listeners: Vec<TcpListener> =
+            (0..3).map(|_| TcpListener::bind((*ip, 0))).collect::<Result<_, _>>().with_context(|| {
+                format!("cannot bind {ip}: on Linux every 127.0.0.0/8 address is local; elsewhere add it to lo")
+            })?;
+        let p: Vec<u16> = listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+        out.push(Ports { ip: *ip, api: p[0], raft: p[1], metrics: p[2] });
+        held.extend(listeners);
+    }
+    Ok(out)
+}
+
+/// `host:port` with brackets around IPv6 hosts.
+fn host_port(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
 }
 
 fn node_dir(dir: &Path, id: u64) -> PathBuf {
@@ -57,12 +84,12 @@ node_id = {id}
 data_dir = "{data}"
 
 [api]
-listen = "127.0.0.1:{api}"
-public_url = "https://127.0.0.1:{api}"
+listen = "{api}"
+public_url = "https://{api}"
 
 [raft]
-listen = "127.0.0.1:{raft}"
-advertise = "127.0.0.1:{raft}"
+listen = "{raft}"
+advertise = "{raft}"
 
 [tls]
 ca_file = "{ca}"
@@ -73,14 +100,14 @@ key_file = "{key}"
 kek_file = "{kek}"
 
 [metrics]
-listen = "127.0.0.1:{metrics}"
+listen = "{metrics}"
 
 [cluster]
 {bootstrap}"#,
         data = nd.join("data").display(),
-        api = p.api,
-        raft = p.raft,
-        metrics = p.metrics,
+        api = host_port(p.ip, p.api),
+        raft = host_port(p.ip, p.raft),
+        metrics = host_port(p.ip, p.metrics),
         ca = certs::ca_cert_path(&certs).display(),
         cert = certs::node_cert_path(&certs, id).display(),
         key = certs::node_key_path(&certs, id).display(),
@@ -94,22 +121,25 @@ fn members_toml(ports: &[Ports]) -> String {
         .enumerate()
         .map(|(i, p)| {
             format!(
-                "[[cluster.initial_members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\napi_url = \"https://127.0.0.1:{}\"\n",
+                "[[cluster.initial_members]]\nid = {}\nraft_addr = \"{}\"\napi_url = \"https://{}\"\n",
                 i + 1,
-                p.raft,
-                p.api
+                host_port(p.ip, p.raft),
+                host_port(p.ip, p.api)
             )
         })
         .collect()
 }
 
 /// Writes certificates, keys, the admin password and one config per node (first start only).
-fn prepare(dir: &Path, nodes: u64) -> anyhow::Result<()> {
+fn prepare(dir: &Path, nodes: u64, addr_base: Option<Ipv4Addr>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    certs::init(&dir.join("certs"), nodes, "dermagate local cluster CA", 365)?;
+    let ips: Vec<IpAddr> = (1..=nodes).map(|id| node_ip(addr_base, id)).collect::<anyhow::Result<_>>()?;
+    certs::init_with_ips(&dir.join("certs"), nodes, "dermagate local cluster CA", 365, |id| {
+        ips.get((id - 1) as usize).copied()
+    })?;
     let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
     certs::write_private(&dir.join("admin-password"), password.as_bytes())?;
-    let ports = free_ports(nodes as usize)?;
+    let ports = free_ports(&ips)?;
     let members = members_toml(&ports);
     for id in 1..=nodes {
         let nd = node_dir(dir, id);
@@ -161,7 +191,7 @@ fn node_count(dir: &Path) -> u64 {
     (1..).take_while(|id| config_path(dir, *id).is_file()).count() as u64
 }
 
-pub async fn up(dir: &Path, nodes: u64, with_lb: bool) -> anyhow::Result<()> {
+pub async fn up(dir: &Path, nodes: u64, with_lb: bool, addr_base: Option<Ipv4Addr>) -> anyhow::Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
     }
@@ -179,7 +209,7 @@ pub async fn up(dir: &Path, nodes: u64, with_lb: bool) -> anyhow::Result<()> {
         println!("resuming the cluster in {}", dir.display());
         node_count(&dir)
     } else {
-        prepare(&dir, nodes)?;
+        prepare(&dir, nodes, addr_base)?;
         nodes
     };
     let mut entries = Vec::new();
@@ -208,7 +238,7 @@ async fn start_balancer(dir: &Path, file: &mut ClusterFile) -> anyhow::Result<()
         eprintln!("warning: haproxy is not installed; starting the cluster without a load balancer");
         return Ok(());
     }
-    let ports = free_ports(1)?;
+    let ports = free_ports(&[IpAddr::from([127, 0, 0, 1])])?;
     let balancer = lb::start(dir, file, ports[0].api, ports[0].metrics)?;
     file.lb_url = Some(balancer.url.clone());
     file.lb_pid = Some(balancer.pid);

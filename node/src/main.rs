@@ -115,6 +115,10 @@ enum LocalCmd {
         lb: bool,
         #[arg(long, default_value = ".local-cluster")]
         dir: PathBuf,
+        /// Give node N its own loopback address BASE + N - 1 (e.g. 127.0.0.11, .12, .13) for
+        /// its API, Raft and metrics, and make it connect out from it; default: 127.0.0.1.
+        #[arg(long, value_name = "BASE")]
+        addr_base: Option<std::net::Ipv4Addr>,
     },
     /// Stop the local cluster in DIR (its data is kept).
     Down {
@@ -277,7 +281,9 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
             println!("wrote key-encryption key {}", out.display());
             Ok(())
         }
-        Cmd::Local { command: LocalCmd::Up { nodes, dir, lb } } => rt.block_on(local::up(&dir, nodes, lb)),
+        Cmd::Local { command: LocalCmd::Up { nodes, dir, lb, addr_base } } => {
+            rt.block_on(local::up(&dir, nodes, lb, addr_base))
+        }
         Cmd::Local { command: LocalCmd::Down { dir } } => rt.block_on(local::down(&dir)),
         Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials, node } } => {
             rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials, node))

@@ -31,6 +31,11 @@ use dermagate_storage::{Kek, Store};
 use crate::config::NodeConfig;
 use crate::{telemetry, tls};
 
+/// Outgoing Raft connections leave from the address Raft listens on, when it is a specific one.
+fn outgoing_ip(listen: SocketAddr) -> Option<std::net::IpAddr> {
+    Some(listen.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 pub fn raft_settings(config: &NodeConfig) -> RaftSettings {
     let r = &config.raft;
     RaftSettings {
@@ -129,6 +134,7 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>, engine
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
+        .local_address(outgoing_ip(config.api.listen))
         .timeout(Duration::from_secs(2))
         .build()
         .context("peer HTTP client")?;
@@ -203,6 +209,23 @@ fn spawn_bootstrap(config: &NodeConfig, state: AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the free disk space often enough that a filling disk is noticed before it is full.
+fn spawn_disk_watch(store: Arc<Store>) {
+    tokio::spawn(async move {
+        loop {
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || s.disk().refresh()).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// Resolves if the Raft core stops without being asked to (a fatal storage error).
+async fn raft_stopped(node: Arc<RaftNode>) {
+    let mut rx = node.raft().metrics();
+    let _ = rx.wait_for(|m| m.state == openraft::ServerState::Shutdown).await;
+}
+
 fn spawn_storage_metrics(store: Arc<Store>, cert: std::path::PathBuf) {
     if let Ok(not_after) = tls::not_after(&cert) {
         metrics::gauge!("dermagate_tls_cert_not_after_seconds", "cert" => "node").set(not_after as f64);
@@ -228,10 +251,12 @@ pub async fn run(config: NodeConfig, engine: Engine, shutdown: impl Future<Outpu
     let kek = Kek::from_file(&config.storage.kek_file)?;
     let data_dir = config.data_dir.clone();
     let (store, log, sm) = tokio::task::spawn_blocking(move || dermagate_storage::open(&data_dir, &kek)).await??;
+    store.disk().set_reserve(config.storage.min_free_mb << 20);
+    spawn_disk_watch(store.clone());
 
     let settings = raft_settings(&config);
     let peer_tls = peer_tls(&config)?;
-    let network = Network::new(peer_tls.clone(), &settings);
+    let network = Network::new(peer_tls.clone(), &settings, outgoing_ip(config.raft.listen));
     let node = RaftNode::start(config.node_id, log, sm, network, settings).await.map_err(|e| anyhow!(e))?;
     let (raft_stop, raft_stop_rx) = tokio::sync::oneshot::channel();
     let stop = async move {
@@ -244,6 +269,8 @@ pub async fn run(config: NodeConfig, engine: Engine, shutdown: impl Future<Outpu
         tracing::info!(members = config.cluster.initial_members.len(), "cluster initialised");
     }
     tokio::spawn(dermagate_raft::observe::publish_metrics(node.clone()));
+    tokio::spawn(dermagate_raft::election::drive(node.clone()));
+    tokio::spawn(dermagate_raft::freshness::keep_fresh(node.clone()));
     spawn_storage_metrics(store.clone(), config.tls.cert_file.clone());
 
     let state = app_state(&config, node.clone(), store.clone(), engine)?;
@@ -262,8 +289,20 @@ pub async fn run(config: NodeConfig, engine: Engine, shutdown: impl Future<Outpu
     }
     tracing::info!(node_id = config.node_id, "node started");
 
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = raft_stopped(node.clone()) => {
+            // A storage failure stops the Raft core for good; serving on without it would only
+            // fail closed forever. Exit non-zero so the supervisor (systemd, Kubernetes, the
+            // chaos harness) restarts the node on its data, which then catches up.
+            handle.shutdown();
+            let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+            return Err(anyhow!("the Raft core stopped on its own (see the error logged before); exiting"));
+        }
+    }
     tracing::info!(grace_ms = config.api.shutdown_grace_ms, "shutdown requested: draining requests");
+    // A leader stops heartbeating, so the others elect a successor while requests drain here.
+    node.step_aside();
     handle.graceful_shutdown(Some(Duration::from_millis(config.api.shutdown_grace_ms)));
     match api_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "api server ended with an error"),

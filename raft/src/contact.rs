@@ -1,6 +1,7 @@
-//! When this node last heard from a leader. A follower that has not heard from one within the
-//! staleness bound cannot know about revocations made meanwhile, so it stops serving (fails
-//! closed) until it is back in contact.
+//! When this node last heard from a leader (an AppendEntries or snapshot it accepted, or a vote
+//! it granted). Elections use it: a node that heard from a leader within the lease neither grants
+//! a pre-vote nor stands. Whether the node may *serve* is a different question, answered by
+//! [`crate::freshness`] with a round trip, because a frozen node can receive an old heartbeat.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,5 +32,11 @@ impl LeaderContact {
             0 => None,
             ms => Some(self.origin.elapsed().saturating_sub(Duration::from_millis(ms))),
         }
+    }
+
+    /// Time since this process started (a node that never heard from a leader waits as long
+    /// after its start as after a last contact).
+    pub fn since_start(&self) -> Duration {
+        self.origin.elapsed()
     }
 }

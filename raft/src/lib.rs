@@ -3,7 +3,9 @@
 //! **Only this crate knows tonic and protobuf.**
 
 pub mod contact;
+pub mod election;
 pub mod error;
+pub mod freshness;
 pub mod network;
 pub mod node;
 pub mod observe;
@@ -19,6 +21,6 @@ pub mod proto {
 
 pub use dermagate_storage::types::{NodeId, NodeInfo, TypeConfig};
 pub use error::{MembershipError, WriteError};
-pub use node::{ClusterStatus, MemberStatus, NotReady, RaftNode};
+pub use node::{ClusterStatus, MemberStatus, NotReady, NotReadyKind, RaftNode};
 pub use settings::RaftSettings;
 pub use tls::PeerTls;

@@ -2,6 +2,7 @@
 //! channel per peer, used by openraft for replication and by this node to forward writes.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ pub enum Rpc {
     ChangeMembership,
     ReadIndex,
     WaitApplied,
+    PreVote,
 }
 
 /// A failed call: either the request certainly never left (`Unreachable`), or it may have.
@@ -47,13 +49,17 @@ pub enum CallError {
 pub struct Network {
     tls: Option<PeerTls>,
     max_message_bytes: usize,
+    /// The address outgoing connections are made from (this node's Raft address), so that a
+    /// peer, a firewall rule or a packet capture sees which node a connection belongs to.
+    local_ip: Option<IpAddr>,
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
 }
 
 impl Network {
     /// `tls: None` is the explicit insecure mode for local experiments (warned about at start-up).
-    pub fn new(tls: Option<PeerTls>, settings: &RaftSettings) -> Network {
-        Network { tls, max_message_bytes: settings.max_message_bytes, channels: Arc::default() }
+    /// `local_ip`: bind outgoing connections to this address (`None`: the system chooses).
+    pub fn new(tls: Option<PeerTls>, settings: &RaftSettings, local_ip: Option<IpAddr>) -> Network {
+        Network { tls, max_message_bytes: settings.max_message_bytes, local_ip, channels: Arc::default() }
     }
 
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, CallError> {
@@ -65,6 +71,7 @@ impl Network {
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| CallError::Unreachable(format!("bad peer address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
+            .local_address(self.local_ip)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
@@ -101,6 +108,7 @@ impl Network {
             Rpc::ChangeMembership => client.change_membership(request).await,
             Rpc::ReadIndex => client.read_index(request).await,
             Rpc::WaitApplied => client.wait_applied(request).await,
+            Rpc::PreVote => client.pre_vote(request).await,
         };
         let payload = result.map_err(classify)?.into_inner();
         serde_json::from_slice(&payload.json).map_err(|e| CallError::Failed(format!("decode: {e}")))

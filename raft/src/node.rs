@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dermagate_storage::model::{Request, Response};
-use dermagate_storage::{LogStore, StateMachineStore};
+use dermagate_storage::{LogStore, StateMachineStore, Store};
 use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
 use crate::contact::LeaderContact;
 use crate::error::{MembershipError, WriteError};
+use crate::freshness::{Currency, Freshness};
 use crate::network::{CallError, Network, Rpc};
 use crate::settings::RaftSettings;
 use crate::{NodeId, NodeInfo, TypeConfig};
@@ -36,6 +37,16 @@ pub enum LeaderAnswer {
     ShuttingDown,
 }
 
+/// How one attempt of a write ended.
+enum Attempt {
+    Done(Response, u64),
+    /// Try again (at the next leader); `maybe_proposed` when this attempt may have been proposed.
+    Retry {
+        maybe_proposed: bool,
+    },
+    Stop(WriteError),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipOp {
     Add { id: NodeId, info: NodeInfo },
@@ -48,6 +59,13 @@ pub struct RaftNode {
     network: Network,
     settings: RaftSettings,
     contact: LeaderContact,
+    /// When this node last granted a pre-vote: it then lets that candidate stand first.
+    granted_pre_vote: LeaderContact,
+    freshness: Freshness,
+    /// Set when the node is shutting down: it neither leads on nor stands for election.
+    stepping_aside: std::sync::atomic::AtomicBool,
+    /// The node's store, read directly only for the last log id (pre-votes).
+    store: Arc<Store>,
     /// **Only one membership change at a time**: held by the leader for the whole change.
     membership_lock: tokio::sync::Mutex<()>,
 }
@@ -79,11 +97,19 @@ pub struct ClusterStatus {
 /// Why a node should not receive traffic.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotReady {
+    pub kind: NotReadyKind,
     pub reason: String,
 }
 
-/// Appended entries a node may still have to apply and be ready (normal load keeps it far below).
-pub const MAX_APPLY_BACKLOG: u64 = 1_000;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotReadyKind {
+    NotMember,
+    /// No leader known, or this node's state is not proven current: it fails closed.
+    Stale,
+    /// The data directory is (almost) full: the node takes no new data.
+    DiskFull,
+}
 
 pub fn role_name(state: ServerState) -> &'static str {
     match state {
@@ -104,6 +130,7 @@ impl RaftNode {
         settings: RaftSettings,
     ) -> Result<Arc<RaftNode>, String> {
         let config = Arc::new(settings.openraft_config().map_err(|e| e.to_string())?);
+        let store = log.store().clone();
         let raft = Raft::new(id, config, network.clone(), log, sm).await.map_err(|e| e.to_string())?;
         Ok(Arc::new(RaftNode {
             id,
@@ -111,6 +138,10 @@ impl RaftNode {
             network,
             settings,
             contact: LeaderContact::default(),
+            granted_pre_vote: LeaderContact::default(),
+            freshness: Freshness::default(),
+            stepping_aside: Default::default(),
+            store,
             membership_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -127,8 +158,53 @@ impl RaftNode {
         &self.contact
     }
 
+    pub(crate) fn granted_pre_vote(&self) -> &LeaderContact {
+        &self.granted_pre_vote
+    }
+
     pub fn settings(&self) -> &RaftSettings {
         &self.settings
+    }
+
+    /// Gives up leadership before a shutdown: heartbeats stop (the election driver keeps them
+    /// off), so the followers elect a successor within a lease while this node drains.
+    pub fn step_aside(&self) {
+        self.stepping_aside.store(true, std::sync::atomic::Ordering::Release);
+        self.raft.runtime_config().heartbeat(false);
+    }
+
+    pub fn is_stepping_aside(&self) -> bool {
+        self.stepping_aside.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Why this node must not take new data now (its disk is almost full), if so.
+    pub fn disk_problem(&self) -> Option<String> {
+        self.store.disk().problem()
+    }
+
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
+    }
+
+    pub(crate) fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Every member of the current membership with its addresses.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect()
+    }
+
+    /// (term, index) of the last entry of this node's log.
+    pub(crate) async fn last_log_id(&self) -> Result<Option<(u64, u64)>, String> {
+        let store = self.store.clone();
+        let last = tokio::task::spawn_blocking(move || dermagate_storage::log_store::last_log_id(&store))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(last.map(|l| (l.leader_id.term, l.index)))
     }
 
     /// Creates the cluster with `members` as voters; does nothing if it already exists.
@@ -167,8 +243,12 @@ impl RaftNode {
     }
 
     /// Commits `req` through the leader, wherever it is, and returns what applying it produced.
-    /// A write is retried only when it certainly was not proposed; otherwise an uncertain end is
-    /// reported as [`WriteError::OutcomeUnknown`], never as success.
+    ///
+    /// An attempt that fails or stalls is repeated on whichever node leads next, until the write
+    /// timeout: the request carries its own id and the state machine applies one id once, so a
+    /// second proposal of a request whose first proposal did land changes nothing and answers
+    /// with the first outcome. Only when the deadline passes after an attempt that may have
+    /// been proposed is the outcome reported as [`WriteError::OutcomeUnknown`], never as success.
     ///
     /// On success this node has applied the write too, so a read that follows on this node sees
     /// it (read-your-writes on every node, which revocations rely on).
@@ -187,27 +267,29 @@ impl RaftNode {
         Ok((response, index))
     }
 
-    /// Waits (up to `timeout`) until every other member has applied `index`. Used before a
-    /// revocation is acknowledged, so no reachable node accepts the revoked credential after the
-    /// acknowledgement. A member that does not answer is down or cut off, and a cut-off member
-    /// stops authenticating once the staleness bound has passed.
+    /// Waits (up to `timeout`) until every other member has applied `index`, asking again while
+    /// a member does not answer. Used before a revocation is acknowledged: a member that has not
+    /// confirmed by then has not been proven current for at least `timeout` either, and a
+    /// follower stops authenticating once `staleness_bound` has passed without such a proof, so
+    /// with `timeout >= staleness_bound` no node accepts a revoked credential after the
+    /// acknowledgement.
     pub async fn propagate(&self, index: u64, timeout: Duration) {
-        let members: Vec<(NodeId, NodeInfo)> = {
-            let rx = self.raft.metrics();
-            let m = rx.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.id)
-                .map(|(id, n)| (*id, n.clone()))
-                .collect()
-        };
+        let deadline = Instant::now() + timeout;
+        let members: Vec<(NodeId, NodeInfo)> = self.members().into_iter().filter(|(id, _)| *id != self.id).collect();
         let waits = members.iter().map(|(id, info)| async move {
-            let arg = (index, timeout.as_millis() as u64);
-            let answer: Result<Result<(), String>, _> =
-                self.network.call(*id, &info.raft_addr, Rpc::WaitApplied, &arg, timeout).await;
-            if !matches!(answer, Ok(Ok(()))) {
-                tracing::warn!(node = id, index, "member did not confirm applying a revocation in time");
+            loop {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let arg = (index, remaining.as_millis() as u64);
+                let answer: Result<Result<(), String>, _> =
+                    self.network.call(*id, &info.raft_addr, Rpc::WaitApplied, &arg, remaining).await;
+                if matches!(answer, Ok(Ok(()))) {
+                    return;
+                }
+                if Instant::now() + LEADER_POLL >= deadline {
+                    tracing::warn!(node = id, index, "member did not confirm applying a revocation in time");
+                    return;
+                }
+                tokio::time::sleep(LEADER_POLL).await;
             }
         });
         futures::future::join_all(waits).await;
@@ -224,39 +306,74 @@ impl RaftNode {
     }
 
     async fn write_until(&self, req: Request, deadline: Instant) -> Result<(Response, u64), WriteError> {
+        let mut maybe_proposed = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(WriteError::NoLeader);
+                return Err(if maybe_proposed {
+                    WriteError::OutcomeUnknown("no leader confirmed the write before the deadline".into())
+                } else {
+                    WriteError::NoLeader
+                });
             }
             let Some((leader, info)) = self.known_leader() else {
                 tokio::time::sleep(LEADER_POLL.min(remaining)).await;
                 continue;
             };
-            let answer = if leader == self.id {
-                match tokio::time::timeout(remaining, self.write_as_leader(req.clone())).await {
-                    Ok(answer) => answer,
-                    Err(_) => return Err(WriteError::OutcomeUnknown("timed out waiting for commit".into())),
-                }
-            } else {
-                let fwd = ForwardedWrite { request: req.clone() };
-                match self.network.call(leader, &info.raft_addr, Rpc::ClientWrite, &fwd, remaining).await {
-                    Ok(answer) => answer,
-                    Err(CallError::Unreachable(e)) => {
-                        tracing::debug!(leader, error = %e, "leader unreachable; waiting for a new one");
-                        tokio::time::sleep(LEADER_POLL.min(remaining)).await;
-                        continue;
-                    }
-                    Err(CallError::Failed(e)) => return Err(WriteError::OutcomeUnknown(e)),
-                }
+            // A leader that stops answering is often already replaced: give up on it as soon as
+            // this node learns of another one, and try there.
+            let outcome = tokio::select! {
+                outcome = self.attempt(leader, &info, &req, remaining) => outcome,
+                () = self.leader_changes_from(leader, remaining) => Attempt::Retry { maybe_proposed: true },
             };
-            match answer {
-                LeaderAnswer::Done(resp, index) => return Ok((resp, index)),
-                LeaderAnswer::NotLeader => tokio::time::sleep(LEADER_POLL.min(remaining)).await,
-                LeaderAnswer::Unknown(e) => return Err(WriteError::OutcomeUnknown(e)),
-                LeaderAnswer::ShuttingDown if leader == self.id => return Err(WriteError::ShuttingDown),
-                LeaderAnswer::ShuttingDown => tokio::time::sleep(LEADER_POLL.min(remaining)).await,
+            match outcome {
+                Attempt::Done(response, index) => return Ok((response, index)),
+                Attempt::Retry { maybe_proposed: m } => {
+                    maybe_proposed |= m;
+                    tokio::time::sleep(LEADER_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+                }
+                Attempt::Stop(e) => return Err(e),
             }
+        }
+    }
+
+    /// One try at the node believed to lead.
+    async fn attempt(&self, leader: NodeId, info: &NodeInfo, req: &Request, remaining: Duration) -> Attempt {
+        let answer = if leader == self.id {
+            match tokio::time::timeout(remaining, self.write_as_leader(req.clone())).await {
+                Ok(answer) => answer,
+                Err(_) => return Attempt::Retry { maybe_proposed: true },
+            }
+        } else {
+            let fwd = ForwardedWrite { request: req.clone() };
+            match self.network.call(leader, &info.raft_addr, Rpc::ClientWrite, &fwd, remaining).await {
+                Ok(answer) => answer,
+                Err(CallError::Unreachable(e)) => {
+                    tracing::debug!(leader, error = %e, "leader unreachable before the write was sent");
+                    return Attempt::Retry { maybe_proposed: false };
+                }
+                Err(CallError::Failed(e)) => {
+                    tracing::debug!(leader, error = %e, "forwarded write failed; it may have been proposed");
+                    return Attempt::Retry { maybe_proposed: true };
+                }
+            }
+        };
+        match answer {
+            LeaderAnswer::Done(response, index) => Attempt::Done(response, index),
+            LeaderAnswer::NotLeader => Attempt::Retry { maybe_proposed: false },
+            LeaderAnswer::Unknown(_) => Attempt::Retry { maybe_proposed: true },
+            LeaderAnswer::ShuttingDown if leader == self.id => Attempt::Stop(WriteError::ShuttingDown),
+            LeaderAnswer::ShuttingDown => Attempt::Retry { maybe_proposed: true },
+        }
+    }
+
+    /// Resolves once this node's view of the leader is no longer `leader` (or after `limit`).
+    async fn leader_changes_from(&self, leader: NodeId, limit: Duration) {
+        let mut rx = self.raft.metrics();
+        let changed = rx.wait_for(|m| m.current_leader != Some(leader) || m.state == openraft::ServerState::Shutdown);
+        if tokio::time::timeout(limit, changed).await.is_err() {
+            // The deadline passed: let the attempt's own timeout answer.
+            std::future::pending::<()>().await;
         }
     }
 
@@ -394,35 +511,38 @@ impl RaftNode {
         }
     }
 
-    /// Ready means: a member of a cluster with a known leader that was heard from recently, and
-    /// no long backlog of entries still to apply.
+    /// Ready means: a member of a cluster that is proven current (see [`crate::freshness`]): a
+    /// leader that confirmed its quorum as leader within the lease, or a follower that applied
+    /// the leader's read index from a round started within the staleness bound.
     pub fn readiness(&self) -> Result<(), NotReady> {
         // Called on every authenticated request: read the metrics in place, never clone them.
         let rx = self.raft.metrics();
         let m = rx.borrow();
-        let bound = self.settings.staleness_bound;
-        let not_ready = |reason: String| Err(NotReady { reason });
+        let not_ready = |reason: String| Err(NotReady { kind: NotReadyKind::Stale, reason });
         if m.membership_config.membership().get_node(&self.id).is_none() {
-            return not_ready("not a member of any cluster yet".into());
+            return Err(NotReady { kind: NotReadyKind::NotMember, reason: "not a member of any cluster yet".into() });
         }
-        // A node with a long backlog of appended but unapplied entries would answer from old
-        // state (a revocation among them not yet in force): not ready until it has caught up.
-        let backlog = m.last_log_index.unwrap_or(0).saturating_sub(m.last_applied.map_or(0, |l| l.index));
-        if backlog > MAX_APPLY_BACKLOG {
-            return not_ready(format!("applying a backlog of {backlog} entries"));
+        if let Some(reason) = self.disk_problem() {
+            return Err(NotReady { kind: NotReadyKind::DiskFull, reason });
         }
         match (m.state, m.current_leader) {
-            (ServerState::Leader, _) => match m.millis_since_quorum_ack {
-                Some(ms) if Duration::from_millis(ms) <= bound => Ok(()),
-                // A single-voter cluster has no one to ack; it is its own quorum.
-                _ if m.membership_config.membership().voter_ids().count() == 1 => Ok(()),
-                _ => not_ready("leader has lost contact with a quorum".into()),
+            (ServerState::Leader, _) => match self.freshness.current_as_of(m.current_term, true) {
+                Currency::Since(age) if age <= self.settings.lease() => Ok(()),
+                Currency::Since(age) => {
+                    not_ready(format!("leader has not confirmed its quorum for {} ms", age.as_millis()))
+                }
+                Currency::Unknown => {
+                    not_ready(format!("leader of term {} not yet confirmed by a quorum", m.current_term))
+                }
             },
             (ServerState::Candidate, _) | (_, None) => not_ready("no known leader (election in progress)".into()),
-            (_, Some(leader)) => match self.contact.since_last() {
-                Some(age) if age <= bound => Ok(()),
-                Some(age) => not_ready(format!("leader {leader} not heard from for {} ms", age.as_millis())),
-                None => not_ready(format!("leader {leader} not heard from yet")),
+            (_, Some(leader)) => match self.freshness.current_as_of(m.current_term, false) {
+                Currency::Since(age) if age <= self.settings.staleness_bound => Ok(()),
+                Currency::Since(age) => not_ready(format!(
+                    "not proven current for {} ms (leader {leader} unreachable or behind)",
+                    age.as_millis()
+                )),
+                Currency::Unknown => not_ready(format!("not yet caught up with leader {leader}")),
             },
         }
     }

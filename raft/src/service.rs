@@ -75,6 +75,12 @@ impl RaftService for RaftGrpc {
         let ids = caller_ids(&req);
         let rpc: openraft::raft::AppendEntriesRequest<crate::TypeConfig> = decode(req)?;
         check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
+        if let Some(problem) = self.node.disk_problem() {
+            // Declined, not failed: the leader retries later and commits with the others
+            // meanwhile. The leader was heard all the same, so this node does not stand.
+            self.node.contact().touch();
+            return Err(Status::resource_exhausted(problem));
+        }
         let result = self.node.raft().append_entries(rpc).await;
         if let Ok(resp) = &result {
             // Any answer that is not "your vote is stale" means a live leader reached us.
@@ -89,13 +95,33 @@ impl RaftService for RaftGrpc {
         let ids = caller_ids(&req);
         let rpc: openraft::raft::VoteRequest<u64> = decode(req)?;
         check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
-        encode(&self.node.raft().vote(rpc).await)
+        if let Some(problem) = self.node.disk_problem() {
+            return Err(Status::resource_exhausted(problem));
+        }
+        let result = self.node.raft().vote(rpc).await;
+        if result.as_ref().is_ok_and(|r| r.vote_granted) {
+            // Having voted, this node waits a whole lease before standing itself (as in Raft,
+            // granting a vote resets the election timer).
+            self.node.contact().touch();
+        }
+        encode(&result)
+    }
+
+    async fn pre_vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let ids = caller_ids(&req);
+        let ask: crate::election::PreVoteRequest = decode(req)?;
+        check_caller_is(&ids, Some(ask.candidate))?;
+        encode(&crate::election::judge(&self.node, &ask).await)
     }
 
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let ids = caller_ids(&req);
         let rpc: openraft::raft::InstallSnapshotRequest<crate::TypeConfig> = decode(req)?;
         check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
+        if let Some(problem) = self.node.disk_problem() {
+            self.node.contact().touch();
+            return Err(Status::resource_exhausted(problem));
+        }
         let result = self.node.raft().install_snapshot(rpc).await;
         if result.is_ok() {
             self.node.contact().touch();

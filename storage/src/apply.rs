@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::db::{Store, CF_SM_DATA};
 use crate::error::StoreError;
 use crate::model::{
-    keys, Client, Collection, Command, Invitation, KeyStatus, LockoutPolicy, OrgStatus, Organization, Request,
-    Response, SignInState, SigningKey, User, UserStatus, SCHEMA_VERSION,
+    keys, AppliedRequest, Client, Collection, Command, Invitation, KeyStatus, LockoutPolicy, OrgStatus, Organization,
+    Request, Response, SignInState, SigningKey, User, UserStatus, SCHEMA_VERSION,
 };
 use crate::subjects;
 
@@ -22,17 +22,24 @@ use crate::subjects;
 pub struct Overlay<'a> {
     store: &'a Store,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Key ranges `[start, end)` deleted by this batch, applied before `writes`.
+    deleted_ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl<'a> Overlay<'a> {
     pub fn new(store: &'a Store) -> Overlay<'a> {
-        Overlay { store, writes: BTreeMap::new() }
+        Overlay { store, writes: BTreeMap::new(), deleted_ranges: Vec::new() }
+    }
+
+    fn range_deleted(&self, key: &[u8]) -> bool {
+        self.deleted_ranges.iter().any(|(start, end)| key >= start.as_slice() && key < end.as_slice())
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         match self.writes.get(key) {
             Some(Some(bytes)) => Ok(Some(serde_json::from_slice(bytes)?)),
             Some(None) => Ok(None),
+            None if self.range_deleted(key) => Ok(None),
             None => self.store.get_json(CF_SM_DATA, key),
         }
     }
@@ -40,8 +47,18 @@ impl<'a> Overlay<'a> {
     pub(crate) fn exists(&self, key: &[u8]) -> Result<bool, StoreError> {
         match self.writes.get(key) {
             Some(v) => Ok(v.is_some()),
+            None if self.range_deleted(key) => Ok(false),
             None => Ok(self.store.get_raw(CF_SM_DATA, key)?.is_some()),
         }
+    }
+
+    /// Deletes every key in `[start, end)` (one range tombstone, however many keys).
+    pub(crate) fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        let doomed: Vec<Vec<u8>> = self.writes.range(start.clone()..end.clone()).map(|(k, _)| k.clone()).collect();
+        for key in doomed {
+            self.writes.remove(&key);
+        }
+        self.deleted_ranges.push((start, end));
     }
 
     pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
@@ -75,6 +92,9 @@ impl<'a> Overlay<'a> {
     /// Moves the pending writes into `batch`, sealed.
     pub fn into_batch(self, batch: &mut rocksdb::WriteBatch) {
         let cf = self.store.cf(CF_SM_DATA);
+        for (start, end) in &self.deleted_ranges {
+            batch.delete_range_cf(cf, start, end);
+        }
         for (key, value) in self.writes {
             match value {
                 Some(v) => self.store.put_raw(batch, CF_SM_DATA, &key, &v),
@@ -84,9 +104,23 @@ impl<'a> Overlay<'a> {
     }
 }
 
-/// Applies one request. `Err` means storage failed (fatal for the node); business outcomes such
-/// as conflicts are `Ok(Response::..)` and are the same on every node.
+/// Applies one request, once per request id: a request applied before answers with its first
+/// outcome and changes nothing. `Err` means storage failed (fatal for the node); business
+/// outcomes such as conflicts are `Ok(Response::..)` and are the same on every node.
 pub fn apply_request(state: &mut Overlay<'_>, req: &Request) -> Result<Response, StoreError> {
+    if req.id.is_nil() {
+        return apply_command(state, req);
+    }
+    let key = keys::applied_request(req.at_ms, &req.id);
+    if let Some(first) = state.get::<AppliedRequest>(&key)? {
+        return Ok(first.response);
+    }
+    let response = apply_command(state, req)?;
+    state.put(key, &AppliedRequest { response: response.clone() })?;
+    Ok(response)
+}
+
+fn apply_command(state: &mut Overlay<'_>, req: &Request) -> Result<Response, StoreError> {
     if req.schema > SCHEMA_VERSION {
         // Proposers refuse newer schemas, so this only happens in a mixed-version cluster; every
         // node of this version answers the same way, which keeps them identical.
@@ -170,6 +204,15 @@ pub fn apply_request(state: &mut Overlay<'_>, req: &Request) -> Result<Response,
         Command::SetOrganizationSettings { id, store_images } => {
             subjects::set_organization_settings(state, id, *store_images)
         }
+        Command::RenameOrganization { id, name } => {
+            let key = keys::org(id);
+            let Some(mut org) = state.get::<Organization>(&key)? else {
+                return Ok(Response::NotFound { what: "organization".into() });
+            };
+            org.name = name.clone();
+            state.put(key, &org)?;
+            Ok(Response::Ok)
+        }
         Command::ClaimIdempotencyKey { scoped_key, record } => {
             subjects::claim_idempotency_key(state, scoped_key, record, req.at_ms)
         }
@@ -183,6 +226,13 @@ pub fn apply_request(state: &mut Overlay<'_>, req: &Request) -> Result<Response,
             Ok(Response::Ok)
         }
         Command::PurgeIdempotencyKeys { now_ms } => subjects::purge_idempotency_keys(state, *now_ms),
+        Command::PurgeAppliedRequests { before_ms } => {
+            state.delete_range(
+                keys::APPLIED_REQUEST.as_bytes().to_vec(),
+                keys::applied_request(*before_ms, &uuid::Uuid::nil()),
+            );
+            Ok(Response::Ok)
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub struct Store {
     /// clients, revoked tokens, refresh families), so readers can cache "not revoked" decisions
     /// and know exactly when they must look again.
     credentials_epoch: std::sync::atomic::AtomicU64,
+    disk: crate::disk::DiskGuard,
 }
 
 impl Store {
@@ -56,7 +57,8 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
-        Ok(Arc::new(Store { db, sealer, dir: dir.to_path_buf(), credentials_epoch: Default::default() }))
+        let disk = crate::disk::DiskGuard::new(dir, 0);
+        Ok(Arc::new(Store { db, sealer, dir: dir.to_path_buf(), credentials_epoch: Default::default(), disk }))
     }
 
     /// The current credentials epoch (see the field's documentation).
@@ -67,6 +69,11 @@ impl Store {
     /// Called after a batch that changed credentials has been written, never before.
     pub(crate) fn bump_credentials_epoch(&self) {
         self.credentials_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Free space and the reserve this node keeps (see [`crate::disk`]).
+    pub fn disk(&self) -> &crate::disk::DiskGuard {
+        &self.disk
     }
 
     pub fn dir(&self) -> &Path {
@@ -119,8 +126,15 @@ impl Store {
     pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
-        self.db.write_opt(batch, &opts)?;
+        self.db.write_opt(batch, &opts).inspect_err(|e| self.note_if_out_of_space(e))?;
         Ok(())
+    }
+
+    /// Records a failure for lack of space, so the node stops taking data (see [`crate::disk`]).
+    pub(crate) fn note_if_out_of_space(&self, e: &rocksdb::Error) {
+        if crate::disk::is_out_of_space(e.as_ref()) {
+            self.disk.note_out_of_space();
+        }
     }
 
     /// Every (key, opened value) pair whose key starts with `prefix`, in key order.

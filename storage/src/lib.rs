@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod db;
+pub mod disk;
 pub mod error;
 pub mod log_store;
 pub mod model;

@@ -39,6 +39,10 @@ impl LogStore {
         LogStore { store, syncer: tx }
     }
 
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// Runs a RocksDB operation on the blocking pool so fsyncs never stall the async runtime.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -76,6 +80,9 @@ fn run_syncer(store: &std::sync::Weak<Store>, rx: std::sync::mpsc::Receiver<LogF
         };
         let started = Instant::now();
         let result = store.db().flush_wal(true);
+        if let Err(e) = &result {
+            store.note_if_out_of_space(e);
+        }
         drop(store);
         metrics::histogram!("dermagate_storage_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         for callback in waiting {
@@ -128,6 +135,13 @@ fn read_entries_limited(
     Ok(out)
 }
 
+/// The id of the last entry in the log (or the last purged one), for comparing logs before an
+/// election.
+pub fn last_log_id(store: &Store) -> Result<Option<LogId>, StoreError> {
+    let last_purged: Option<LogId> = store.get_json(CF_RAFT_META, KEY_LAST_PURGED)?;
+    Ok(last_entry(store)?.map(|e| e.log_id).or(last_purged))
+}
+
 fn last_entry(store: &Store) -> Result<Option<Entry>, StoreError> {
     let cf = store.cf(CF_LOGS);
     match store.db().iterator_cf(cf, IteratorMode::End).next() {
@@ -177,8 +191,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         self.blocking(|s| {
             let last_purged: Option<LogId> = s.get_json(CF_RAFT_META, KEY_LAST_PURGED)?;
-            let last = last_entry(s)?.map(|e| e.log_id).or(last_purged);
-            Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+            Ok(LogState { last_purged_log_id: last_purged, last_log_id: last_log_id(s)? })
         })
         .await
         .map_err(StoreError::into_read)

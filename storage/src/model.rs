@@ -8,10 +8,16 @@ use uuid::Uuid;
 /// Version of the command encoding; a node refuses to propose commands of a newer schema.
 pub const SCHEMA_VERSION: u16 = 1;
 
-/// One replicated write: a command plus the time the proposer stamped on it (unix ms).
+/// One replicated write: a command plus the time the proposer stamped on it (unix ms) and a
+/// unique id. **The state machine applies one request id once**: a request proposed again after
+/// an attempt whose outcome was unknown (a leader lost mid-flight) answers with the outcome of
+/// the first application, so the write path may retry any write on the next leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub schema: u16,
+    /// Nil for requests that need no deduplication (internal entries, old logs).
+    #[serde(default)]
+    pub id: Uuid,
     pub at_ms: i64,
     pub command: Command,
 }
@@ -40,7 +46,7 @@ impl Command {
 
 impl Request {
     pub fn new(at_ms: i64, command: Command) -> Request {
-        Request { schema: SCHEMA_VERSION, at_ms, command }
+        Request { schema: SCHEMA_VERSION, id: Uuid::new_v4(), at_ms, command }
     }
 }
 
@@ -136,6 +142,11 @@ pub enum Command {
         id: Uuid,
         store_images: bool,
     },
+    /// Renames an organisation (its display name; the id never changes).
+    RenameOrganization {
+        id: Uuid,
+        name: String,
+    },
     /// Reserves an idempotency key for a request in flight. Refused (`Conflict`) while another
     /// request holds the key or a completed request's record has not expired.
     ClaimIdempotencyKey {
@@ -166,6 +177,16 @@ pub enum Command {
     PurgeIdempotencyKeys {
         now_ms: i64,
     },
+    /// Forgets the ids of requests applied before `before_ms` (retries happen within seconds).
+    PurgeAppliedRequests {
+        before_ms: i64,
+    },
+}
+
+/// The outcome of an applied request, kept under its id for as long as a retry may arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRequest {
+    pub response: Response,
 }
 
 /// What applying a command produced; errors here are business outcomes, identical on all nodes.
@@ -504,6 +525,14 @@ pub mod keys {
     pub fn image(report: &Uuid, index: u32) -> Vec<u8> {
         format!("{}{index:02}", image_prefix(report)).into_bytes()
     }
+    pub const APPLIED_REQUEST: &str = "areq/";
+
+    /// The outcome of an applied request, ordered by the request's time so that forgetting old
+    /// ones is one range deletion.
+    pub fn applied_request(at_ms: i64, id: &Uuid) -> Vec<u8> {
+        format!("{APPLIED_REQUEST}{:016x}/{id}", at_ms.max(0)).into_bytes()
+    }
+
     pub fn record(collection: super::Collection, id: &str) -> Vec<u8> {
         format!("{}{}", collection.prefix(), hash_hex(id)).into_bytes()
     }

@@ -59,8 +59,14 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/dermagate
-    exe.parent().and_then(Path::parent).map(|p| p.join("dermagate")).expect("target dir")
+    // A binary of the workspace (target/<profile>/dermagate-chaos) sits next to it; a test
+    // binary (target/<profile>/deps/<test>) one level below.
+    let dir = exe.parent().expect("target dir");
+    let sibling = dir.join("dermagate");
+    if sibling.is_file() {
+        return sibling;
+    }
+    dir.parent().map(|p| p.join("dermagate")).expect("target dir")
 }
 
 pub struct TestCluster {
@@ -72,24 +78,41 @@ pub struct TestCluster {
     env: Vec<(String, String)>,
 }
 
+/// How [`TestCluster::start_opts`] starts a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    pub nodes: u64,
+    /// Extra `DERMAGATE_*` settings for every node.
+    pub env: Vec<(String, String)>,
+    /// HAProxy in front (`local up --lb`); see `file.lb_url`.
+    pub lb: bool,
+    /// One loopback address per node from this base (`local up --addr-base`), so faults can
+    /// target the link between two nodes.
+    pub addr_base: Option<std::net::Ipv4Addr>,
+}
+
 impl TestCluster {
     /// Starts a cluster of `nodes` with extra `DERMAGATE_*` settings for every node.
     pub async fn start(nodes: u64, env: &[(&str, &str)]) -> anyhow::Result<TestCluster> {
-        TestCluster::start_with(nodes, env, false).await
+        TestCluster::start_opts(ClusterOptions { nodes, env: owned(env), ..Default::default() }).await
     }
 
     /// Like [`TestCluster::start`], with HAProxy in front (`local up --lb`); see `file.lb_url`.
     pub async fn start_with_lb(nodes: u64, env: &[(&str, &str)]) -> anyhow::Result<TestCluster> {
-        TestCluster::start_with(nodes, env, true).await
+        TestCluster::start_opts(ClusterOptions { nodes, env: owned(env), lb: true, ..Default::default() }).await
     }
 
-    async fn start_with(nodes: u64, env: &[(&str, &str)], lb: bool) -> anyhow::Result<TestCluster> {
+    pub async fn start_opts(opts: ClusterOptions) -> anyhow::Result<TestCluster> {
+        let ClusterOptions { nodes, env, lb, addr_base } = opts;
         let dir = tempfile::Builder::new().prefix("dermagate-test-").tempdir()?;
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let started = Instant::now();
         let mut args = vec!["local".to_string(), "up".into(), "--nodes".into(), nodes.to_string()];
         if lb {
             args.push("--lb".into());
+        }
+        if let Some(base) = addr_base {
+            args.push("--addr-base".into());
+            args.push(base.to_string());
         }
         let out = Command::new(binary())
             .args(&args)
@@ -122,6 +145,18 @@ impl TestCluster {
         let file: ClusterFile = serde_json::from_slice(&std::fs::read(dir.path().join("cluster.json"))?)?;
         let client = http_client(&file.ca_cert)?;
         Ok(TestCluster { dir, file, client, children: Vec::new(), env: Vec::new() })
+    }
+
+    /// The address node `id` listens on and connects out from.
+    pub fn ip(&self, id: u64) -> std::net::IpAddr {
+        let url = &self.node(id).api_url;
+        let host = url.trim_start_matches("https://").rsplit_once(':').map_or(url.as_str(), |(h, _)| h);
+        host.trim_matches(['[', ']']).parse().expect("node api_url holds an IP address")
+    }
+
+    /// The log file of node `id`.
+    pub fn log(&self, id: u64) -> &Path {
+        &self.node(id).log_file
     }
 
     pub fn node(&self, id: u64) -> &NodeEntry {
@@ -417,6 +452,10 @@ pub fn http_client(ca: &Path) -> anyhow::Result<reqwest::Client> {
         .add_root_certificate(ca)
         .timeout(Duration::from_secs(15))
         .build()?)
+}
+
+fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Unique names for test data.

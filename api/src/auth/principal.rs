@@ -94,12 +94,7 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         // Fail closed: a node out of contact with its leader cannot know of recent revocations.
-        if let Err(not_ready) = state.node.readiness() {
-            return Err(ApiError::Unavailable {
-                detail: format!("this node cannot authenticate right now: {}", not_ready.reason),
-                retry_after_secs: 1,
-            });
-        }
+        state.node.readiness()?;
         let principal = match credential(parts)? {
             Credential::AccessToken(token) => {
                 let claims = state.tokens.authenticate(token, now_secs(), &state.store, check_not_revoked)?;
