@@ -138,10 +138,23 @@ pub async fn backup(State(state): State<AppState>, principal: Principal) -> Resu
     principal.require(Permission::ClusterManage)?;
     state.catch_up_for_listing().await;
     let store = state.store.clone();
-    let (applied, data) = tokio::task::spawn_blocking(move || dermagate_storage::state_machine::export(&store))
-        .await
-        .map_err(ApiError::internal)??;
-    tracing::info!(by = %principal.id, bytes = data.len(), "backup exported");
+    let (applied, records, images) = tokio::task::spawn_blocking(move || {
+        let (applied, records) = dermagate_storage::state_machine::export(&store)?;
+        Ok::<_, dermagate_storage::StoreError>((applied, records, store.all_stored_images()?))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    // The backup carries every blob a report names, as a frame `blob:<digest>` after the records.
+    let digests: std::collections::BTreeSet<String> = images.into_iter().map(|i| i.digest).collect();
+    let mut blob_frames = Vec::with_capacity(digests.len());
+    for digest in digests {
+        let bytes = state.node.blob(&digest).await.map_err(crate::analyses::blob_error)?;
+        blob_frames.push((format!("{BACKUP_BLOB_PREFIX}{digest}").into_bytes(), bytes));
+    }
+    let blobs = blob_frames.len();
+    let mut data = records;
+    data.extend_from_slice(&dermagate_storage::snapshot::encode(blob_frames)[8..]);
+    tracing::info!(by = %principal.id, bytes = data.len(), blobs, "backup exported");
     let index = applied.map_or(0, |l| l.index).to_string();
     Ok((
         [
@@ -153,7 +166,11 @@ pub async fn backup(State(state): State<AppState>, principal: Principal) -> Resu
     ))
 }
 
-/// Imports a backup's records through Raft, in bounded chunks, so every node gets them.
+/// The key of a blob frame in a backup (`blob:<sha256 hex>`, the bytes as the value).
+pub const BACKUP_BLOB_PREFIX: &str = "blob:";
+
+/// Imports a backup's records through Raft, in bounded chunks, so every node gets them; its
+/// blobs first, each verified against its digest and stored on a quorum.
 pub async fn restore(
     State(state): State<AppState>,
     principal: Principal,
@@ -162,6 +179,25 @@ pub async fn restore(
     principal.require(Permission::ClusterManage)?;
     let pairs = dermagate_storage::snapshot::decode(&body)
         .map_err(|e| ApiError::validation("body", "backup_format", format!("not a dermagate backup: {e}")))?;
+    let (blob_pairs, pairs): (Vec<_>, Vec<_>) =
+        pairs.into_iter().partition(|(k, _)| k.starts_with(BACKUP_BLOB_PREFIX.as_bytes()));
+    // Every blob is verified against its digest before anything is restored.
+    let mut blobs = Vec::with_capacity(blob_pairs.len());
+    for (k, bytes) in blob_pairs {
+        let digest = String::from_utf8_lossy(&k[BACKUP_BLOB_PREFIX.len()..]).to_string();
+        if !dermagate_storage::blobs::is_digest(&digest) || dermagate_storage::blobs::verify(&digest, &bytes).is_err() {
+            return Err(ApiError::validation(
+                "body",
+                "blob_digest",
+                format!("the backup is damaged: image blob {digest} does not match its digest"),
+            ));
+        }
+        blobs.push((digest, bytes));
+    }
+    let blob_count = blobs.len();
+    for (digest, bytes) in blobs {
+        state.node.store_blob_on_quorum(&digest, bytes).await.map_err(crate::analyses::blob_error)?;
+    }
     let mut records = Vec::with_capacity(pairs.len());
     for (k, v) in pairs {
         let key =
@@ -186,6 +222,6 @@ pub async fn restore(
     if !chunk.is_empty() {
         state.commit(dermagate_storage::model::Command::ImportRecords { records: chunk }).await?;
     }
-    tracing::info!(by = %principal.id, records = total, "backup restored");
-    Ok(axum::Json(serde_json::json!({ "restored_records": total })))
+    tracing::info!(by = %principal.id, records = total, blobs = blob_count, "backup restored");
+    Ok(axum::Json(serde_json::json!({ "restored_records": total, "restored_blobs": blob_count })))
 }

@@ -220,6 +220,9 @@ impl From<WriteError> for ApiError {
                 tracing::warn!(error = %m, "write outcome unknown");
                 ApiError::OutcomeUnknown("the write may or may not have been applied; check before retrying".into())
             }
+            WriteError::TooLarge { bytes, limit } => ApiError::PayloadTooLarge(format!(
+                "the record to replicate is {bytes} bytes; one replicated record may hold at most {limit} bytes"
+            )),
             WriteError::Internal(m) => ApiError::Internal(m),
         }
     }

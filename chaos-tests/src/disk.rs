@@ -37,6 +37,20 @@ impl SmallDisk {
         Ok(s.blocks_available() * s.fragment_size())
     }
 
+    /// Shrinks the tmpfs so that only about `leave` bytes stay free (what is written stays);
+    /// returns the free bytes.
+    pub fn shrink_leaving(&self, leave: u64) -> anyhow::Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.mount)?;
+        let used = (s.blocks() - s.blocks_free()) * s.fragment_size();
+        self.resize(used + leave)?;
+        self.free_bytes()
+    }
+
+    /// Gives the tmpfs `bytes` of room (rounded up to MiB).
+    pub fn resize(&self, bytes: u64) -> anyhow::Result<()> {
+        run(Command::new("mount").arg("-o").arg(format!("remount,size={}m", bytes.div_ceil(1 << 20))).arg(&self.mount))
+    }
+
     /// Writes a filler file until only about `leave` bytes are free; returns the free bytes.
     pub fn fill_leaving(&self, leave: u64) -> anyhow::Result<u64> {
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.filler)?;

@@ -118,6 +118,8 @@ pub struct FaultRecord {
 pub struct Timing {
     pub hold: Duration,
     pub down: Duration,
+    /// How long a node returning from a kill or a freeze is asked with a key revoked meanwhile.
+    pub probe: Duration,
 }
 
 /// What the nemesis works with.
@@ -133,6 +135,8 @@ pub struct Nemesis<'a> {
     pub staleness_bound: Duration,
     /// Large JPEGs for the burst (base64), made once.
     pub large_images: Arc<Vec<String>>,
+    /// Nodes that exited without being told to (each restarted as a supervisor would).
+    pub crashes: Vec<String>,
 }
 
 impl Nemesis<'_> {
@@ -175,7 +179,16 @@ impl Nemesis<'_> {
         eprintln!("[{:>7.1}s] fault {} ...", start_ms as f64 / 1000.0, kind.name());
         let (target, served_after_cut_ms, detail) = self.inject(kind, timing).await?;
         let end_ms = self.history.now_ms();
-        let healed_ms = self.wait_healed(Duration::from_secs(10)).await;
+        let mut healed_ms = self.wait_healed(Duration::from_secs(10)).await;
+        let crashed = self.restart_crashed();
+        if !crashed.is_empty() {
+            for c in &crashed {
+                eprintln!("{c}");
+            }
+            self.crashes.extend(crashed);
+            healed_ms = None;
+            self.wait_healed(Duration::from_secs(30)).await;
+        }
         eprintln!(
             "[{:>7.1}s] fault {} on {target} removed; healed: {}",
             end_ms as f64 / 1000.0,
@@ -202,7 +215,7 @@ impl Nemesis<'_> {
                 let revoked = self.revoke(&key, &self.others(victim), t.down).await;
                 tokio::time::sleep(t.down.saturating_sub(away.elapsed())).await;
                 self.cluster.restart(victim)?;
-                let seen = self.returning_node_refuses(victim, &key, revoked, Duration::from_secs(5)).await;
+                let seen = self.returning_node_refuses(victim, &key, revoked, t.probe).await;
                 Ok((
                     format!("node{victim}"),
                     None,
@@ -219,7 +232,7 @@ impl Nemesis<'_> {
                 let revoked = self.revoke(&key, &self.others(victim), hold).await;
                 tokio::time::sleep(hold.saturating_sub(away.elapsed())).await;
                 self.cluster.resume(victim);
-                let seen = self.returning_node_refuses(victim, &key, revoked, Duration::from_secs(3)).await;
+                let seen = self.returning_node_refuses(victim, &key, revoked, t.probe).await;
                 Ok((
                     format!("node{victim}"),
                     None,
@@ -485,6 +498,8 @@ impl Nemesis<'_> {
         };
         let node = *node;
         let free_before = disk.free_bytes()?;
+        // The disk is shrunk around what the node holds, then filled to half the reserve.
+        disk.shrink_leaving(DISK_RESERVE_MIB << 21)?;
         let left = disk.fill_leaving(DISK_RESERVE_MIB << 20 >> 1)?;
         // A write straight to the node must be refused with a clear answer while it is full.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -498,7 +513,9 @@ impl Nemesis<'_> {
         let path = a.str("client_id").map(|id| format!("/v1/organizations/{org}/clients/{id}"));
         inv.done(a.status, path);
         tokio::time::sleep(t.hold).await;
-        let free_after = disk.free()?;
+        disk.free()?;
+        disk.resize(SMALL_DISK_MIB << 20)?;
+        let free_after = disk.free_bytes()?;
         let (status, title) = (a.status, a.body["title"].as_str().unwrap_or("").to_string());
         Ok((
             format!("node{node}"),
@@ -512,7 +529,26 @@ impl Nemesis<'_> {
         ))
     }
 
+    /// Sum and count of the `store_report` entry sizes proposed by every node so far.
+    async fn store_report_entry_bytes(&self) -> (f64, f64) {
+        let (mut sum, mut count) = (0.0, 0.0);
+        for id in self.cluster.ids() {
+            sum += self
+                .cluster
+                .metric(id, "dermagate_raft_entry_bytes_sum{command=\"store_report\"}")
+                .await
+                .unwrap_or(0.0);
+            count += self
+                .cluster
+                .metric(id, "dermagate_raft_entry_bytes_count{command=\"store_report\"}")
+                .await
+                .unwrap_or(0.0);
+        }
+        (sum, count)
+    }
+
     async fn large_upload_burst(&mut self) -> anyhow::Result<(String, Option<u64>, String)> {
+        let (sum_before, count_before) = self.store_report_entry_bytes().await;
         self.workload.analyses_paused.store(true, Ordering::Relaxed);
         let tenant = self.workload.tenant.clone();
         let started = Instant::now();
@@ -539,15 +575,62 @@ impl Nemesis<'_> {
             }
         }
         let attempts: u32 = done.iter().map(|l| l.attempts).sum();
+        let elapsed = started.elapsed().as_millis();
+        let (sum_after, count_after) = self.store_report_entry_bytes().await;
+        let per_report_kb = if count_after > count_before {
+            (sum_after - sum_before) / (count_after - count_before) / 1024.0
+        } else {
+            0.0
+        };
+        // Every accepted upload's images must be readable from every node.
+        let key = Credential::ApiKey(tenant.client_secret.clone());
+        let mut readable = 0;
+        let mut unreadable = Vec::new();
+        for id in done.iter().filter_map(|l| l.report_id.clone()) {
+            for node in self.cluster.ids() {
+                for index in 0..3 {
+                    let req = key
+                        .apply(self.targets.get(&format!("node{node}"), &format!("/v1/analyses/{id}/images/{index}")));
+                    let answer = self.targets.client.execute(req.timeout(Duration::from_secs(20)).build()?).await;
+                    let status = answer.as_ref().map(|r| r.status().as_u16()).ok();
+                    let size = match answer {
+                        Ok(r) => r.bytes().await.map(|b| b.len()).unwrap_or(0),
+                        Err(_) => 0,
+                    };
+                    if status == Some(200) && size > 1000 {
+                        readable += 1;
+                    } else {
+                        unreadable.push(format!("report {id} image {index} on node{node}: {status:?}, {size} bytes"));
+                    }
+                }
+            }
+        }
+        self.workload.unreadable_images.lock().extend(unreadable.iter().cloned());
         self.workload.analyses.lock().extend(done);
         Ok((
             "lb".into(),
             None,
             format!(
-                "10 clients x 3 JPEGs of 3000x2000 with image storage: {ok}/10 stored in {} ms ({attempts} attempts)",
-                started.elapsed().as_millis()
+                "10 clients x 3 JPEGs of 3000x2000 with image storage: {ok}/10 stored in {elapsed} ms ({attempts} attempts); \
+                 {readable} image reads answered by every node, {} failed; Raft entry per report {per_report_kb:.1} KiB",
+                unreadable.len()
             ),
         ))
+    }
+
+    /// Restarts, as a supervisor would, any node whose process ended without the nemesis
+    /// stopping it, and reports each such exit (a node must not crash under any fault).
+    pub fn restart_crashed(&mut self) -> Vec<String> {
+        let mut crashed = Vec::new();
+        for id in self.cluster.ids() {
+            if !crate::cluster::alive(self.cluster.pid(id)) {
+                crashed.push(format!("node{id} exited on its own (see its log); restarted"));
+                if let Err(e) = self.cluster.restart(id) {
+                    crashed.push(format!("node{id} could not be restarted: {e}"));
+                }
+            }
+        }
+        crashed
     }
 
     /// Waits until every node is ready, they agree on the leader and each has applied what the
@@ -584,8 +667,8 @@ struct RevocableKey {
 
 /// The reserve (MiB) every node keeps free in a chaos run; the disk-full fault leaves half of it.
 pub const DISK_RESERVE_MIB: u64 = 64;
-/// The size of the tmpfs the disk-full node runs on.
-pub const SMALL_DISK_MIB: u64 = 768;
+/// The size of the tmpfs the disk-full node runs on (shrunk around its data for the fault).
+pub const SMALL_DISK_MIB: u64 = 4096;
 
 fn summarize(statuses: &[Option<u16>]) -> String {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();

@@ -72,6 +72,7 @@ impl Report {
             ("refused writes present", s.refused_writes_present as u64),
             ("duplicate reports", s.duplicate_reports as u64),
             ("lost reports", s.lost_reports as u64),
+            ("stored images not served by some node", s.unreadable_images as u64),
             ("late revocations", s.late_revocations as u64),
             ("max revocation delay (ms)", s.max_revocation_delay_ms),
             ("revocations not in force after healing", s.revocations_not_in_force as u64),

@@ -195,13 +195,15 @@ async fn run_on(
         rng: StdRng::seed_from_u64(rng.random()),
         staleness_bound: STALENESS_BOUND,
         large_images: images,
+        crashes: Vec::new(),
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
     let deadline = Instant::now() + opts.duration;
     let mut records: Vec<FaultRecord> = Vec::new();
     match opts.profile {
         Profile::Ci => {
-            let timing = Timing { hold: Duration::from_secs(6), down: Duration::from_secs(3) };
+            let timing =
+                Timing { hold: Duration::from_secs(6), down: Duration::from_secs(3), probe: Duration::from_secs(4) };
             for kind in schedule(opts.profile, &mut rng) {
                 if Instant::now() > deadline {
                     break;
@@ -211,7 +213,8 @@ async fn run_on(
             }
         }
         Profile::Soak | Profile::Kills => {
-            let kill = Timing { hold: Duration::from_secs(3), down: Duration::from_secs(2) };
+            let kill =
+                Timing { hold: Duration::from_secs(3), down: Duration::from_secs(2), probe: Duration::from_secs(2) };
             let others: Vec<FaultKind> = FaultKind::ALL
                 .into_iter()
                 .filter(|k| !matches!(k, FaultKind::KillLeader | FaultKind::RollingRestart))
@@ -225,7 +228,8 @@ async fn run_on(
                 {
                     let kind = others[rng.random_range(0..others.len())];
                     let hold = Duration::from_millis(rng.random_range(2_000..=4_000));
-                    records.push(nemesis.run(kind, Timing { hold, down: Duration::from_secs(2) }).await?);
+                    let timing = Timing { hold, down: Duration::from_secs(2), probe: Duration::from_secs(2) };
+                    records.push(nemesis.run(kind, timing).await?);
                 }
                 tokio::time::sleep(slot_end.saturating_duration_since(Instant::now())).await;
             }
@@ -253,6 +257,10 @@ async fn run_on(
     checker::check_reports(&mut safety, &targets, &tenant.client_secret, &analyses).await;
     checker::check_revocations(&mut safety, &targets, &revocations).await;
     let register_operations = checker::check_registers(&mut safety, &ops, &tenant.registers);
+    for line in workload.unreadable_images.lock().clone() {
+        safety.unreadable_images += 1;
+        safety.find(format!("stored image not served: {line}"));
+    }
     checker::check_leaders(&mut safety, &samples);
     let logs: Vec<(u64, PathBuf)> =
         nemesis.cluster.ids().into_iter().map(|id| (id, nemesis.cluster.log(id).to_path_buf())).collect();
@@ -279,6 +287,10 @@ async fn run_on(
     }
     if unhealed_faults > 0 {
         reasons.push(format!("{unhealed_faults} fault(s) not healed within 10 s"));
+    }
+    let crashes = nemesis.crashes.clone();
+    if !crashes.is_empty() {
+        reasons.push(format!("{} node exit(s) nobody asked for: {}", crashes.len(), crashes.join("; ")));
     }
     if unexpected_elections > 0 {
         reasons.push(format!("{unexpected_elections} election(s) during faults that spared the leader"));

@@ -89,6 +89,8 @@ pub struct Workload {
     pub users: Arc<Mutex<Vec<UserWrite>>>,
     /// Report ids the cluster acknowledged, for the readers.
     pub reports: Arc<Mutex<Vec<String>>>,
+    /// Images of acknowledged reports some node could not serve (must stay empty).
+    pub unreadable_images: Arc<Mutex<Vec<String>>>,
     /// Paused while a burst of large uploads runs, so the burst is the only large load.
     pub analyses_paused: Arc<AtomicBool>,
     pub seed: u64,
@@ -111,6 +113,7 @@ impl Workload {
             revocations: Arc::default(),
             users: Arc::default(),
             reports: Arc::default(),
+            unreadable_images: Arc::default(),
             analyses_paused: Arc::default(),
             seed,
             image_b64: Arc::new(base64::engine::general_purpose::STANDARD.encode(jpeg.into_inner())),

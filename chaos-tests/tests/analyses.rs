@@ -771,3 +771,145 @@ async fn t50_a_follower_behind_on_reports_with_images_catches_up() -> anyhow::Re
     assert_eq!(s, 201, "{r}");
     Ok(())
 }
+
+/// The blob files of a node's data directory (digests).
+fn blob_files(c: &TestCluster, node: u64) -> HashSet<String> {
+    let root = c.node(node).data_dir.join("blobs");
+    let mut out = HashSet::new();
+    for shard in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            if name.len() == 64 {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+async fn image_bytes(
+    c: &TestCluster,
+    node: u64,
+    token: &str,
+    report: &str,
+    index: u32,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let r =
+        c.client.get(c.url(node, &format!("/v1/analyses/{report}/images/{index}"))).bearer_auth(token).send().await?;
+    Ok((r.status().as_u16(), r.bytes().await?.to_vec()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex_lower(&sha2::Sha256::digest(bytes))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_images_live_off_the_log_on_a_quorum_and_every_node_gets_its_copy() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut c = TestCluster::start(3, &[]).await?;
+    let admin = c.admin_token(1).await?;
+    let (org, token) = tenant(&c, &admin).await?;
+    let r = c
+        .client
+        .patch(c.url(1, &format!("/v1/organizations/{org}")))
+        .bearer_auth(&token)
+        .json(&json!({"store_images": true}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let leader = c.leader().await?;
+    let away = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let present: Vec<u64> = c.ids().into_iter().filter(|id| *id != away).collect();
+
+    phase("a follower is down while reports with stored images are written through the others");
+    c.kill(away);
+    let mut reports = Vec::new();
+    for n in 0..3u8 {
+        let images = vec![
+            image_json(&jpeg(&map(&sharp(900, 700), |v| v.wrapping_add(n))), "image/jpeg"),
+            image_json(&jpeg(&map(&sharp(900, 700), |v| v.wrapping_add(n + 50))), "image/jpeg"),
+        ];
+        let (s, r) = analyse(&c, present[(n as usize) % 2], &token, &request(images, "subj-blobs")).await?;
+        assert_eq!(s, 201, "{r}");
+        reports.push(r["id"].as_str().unwrap().to_string());
+    }
+    let mut digests = HashSet::new();
+    for id in &reports {
+        for index in 0..2 {
+            let (s, bytes) = image_bytes(&c, present[0], &token, id, index).await?;
+            assert_eq!(s, 200);
+            digests.insert(sha256_hex(&bytes));
+        }
+    }
+    assert_eq!(digests.len(), 6);
+    for node in &present {
+        assert!(digests.is_subset(&blob_files(&c, *node)), "node {node} holds every blob (stored on a quorum)");
+    }
+
+    phase("the Raft entry of a report carries digests, not bytes");
+    let mut sum = 0.0;
+    let mut count = 0.0;
+    for node in &present {
+        sum += c.metric(*node, "dermagate_raft_entry_bytes_sum{command=\"store_report\"}").await.unwrap_or(0.0);
+        count += c.metric(*node, "dermagate_raft_entry_bytes_count{command=\"store_report\"}").await.unwrap_or(0.0);
+    }
+    assert!(count >= 3.0);
+    eprintln!("store_report entries: {:.1} KiB on average", sum / count / 1024.0);
+    assert!(sum / count < 32.0 * 1024.0, "a report entry must be kilobytes, not megabytes: {} bytes", sum / count);
+
+    phase("the returning follower fetches every blob by itself, verified, before anyone asks");
+    c.restart(away)?;
+    c.wait_ready(away, Duration::from_secs(30)).await?;
+    wait_until("the returning node holds every blob", Duration::from_secs(30), || {
+        digests.is_subset(&blob_files(&c, away))
+    })
+    .await?;
+    for id in &reports {
+        let (s, bytes) = image_bytes(&c, away, &token, id, 1).await?;
+        assert_eq!(s, 200);
+        assert!(digests.contains(&sha256_hex(&bytes)));
+    }
+
+    phase("a node whose copy is deleted repairs it from a peer when asked for it");
+    let victim = sha256_hex(&image_bytes(&c, away, &token, &reports[0], 0).await?.1);
+    let path = c.node(away).data_dir.join("blobs").join(&victim[..2]).join(&victim);
+    std::fs::remove_file(&path)?;
+    let (s, bytes) = image_bytes(&c, away, &token, &reports[0], 0).await?;
+    assert_eq!(s, 200);
+    assert_eq!(sha256_hex(&bytes), victim);
+    assert!(path.is_file(), "the repaired copy is kept");
+
+    phase("an erasure while a node is down: its copies go when it returns");
+    let down = present[1];
+    c.kill(down);
+    let (s, erased) = c.delete(present[0], "/v1/subjects/subj-blobs", &token).await?;
+    assert_eq!(s, 200, "{erased}");
+    for node in [present[0], away] {
+        assert!(
+            blob_files(&c, node).is_disjoint(&digests),
+            "node {node} deleted the erased subject's images before the acknowledgement"
+        );
+    }
+    assert!(!blob_files(&c, down).is_disjoint(&digests), "the node that was down still has them");
+    c.restart(down)?;
+    c.wait_ready(down, Duration::from_secs(30)).await?;
+    wait_until("the returning node deletes the erased images", Duration::from_secs(30), || {
+        blob_files(&c, down).is_disjoint(&digests)
+    })
+    .await?;
+    Ok(())
+}

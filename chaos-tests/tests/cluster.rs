@@ -306,8 +306,11 @@ async fn t70_no_plaintext_personal_data_in_any_data_directory() -> anyhow::Resul
     let markers = ["ZZMARKER-Clinica-Dermatologica-Sant-Pau", "zzmarker.user.7391", "ZZMARKER-CONTRACT-2291"];
 
     phase("write personal data through the public API");
-    let body =
-        json!({ "name": markers[0], "attestation": { "contract_reference": markers[2], "attested_by": "Dr Marker" } });
+    let body = json!({
+        "name": markers[0],
+        "attestation": { "contract_reference": markers[2], "attested_by": "Dr Marker" },
+        "store_images": true,
+    });
     let (status, org) = cluster.post(leader, "/v1/organizations", &token, &body).await?;
     assert_eq!(status, 201);
     let org_id = org["id"].as_str().expect("id").to_string();
@@ -317,6 +320,20 @@ async fn t70_no_plaintext_personal_data_in_any_data_directory() -> anyhow::Resul
     for i in 0..15 {
         cluster.create_org(leader, &token, &format!("{}-{i}", markers[0])).await?;
     }
+    phase("a stored image (a blob, outside the Raft log)");
+    let clinician = cluster.login(leader, markers[1], "a-long-enough-passw0rd").await?;
+    let img = dermagate_inference::synthetic::skin_like(640, 480);
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg)?;
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(jpeg.into_inner());
+    let body = json!({"images": [{"data": data, "contentType": "image/jpeg"}], "subject": "subj-at-rest", "bodySite": "ARM_LEFT"});
+    let (status, report) = cluster.post(leader, "/v1/analyses", &clinician, &body).await?;
+    assert_eq!(status, 201, "{report}");
+    let url = cluster.url(leader, &format!("/v1/analyses/{}/images/0", report["id"].as_str().expect("id")));
+    let stored = cluster.client.get(url).bearer_auth(&clinician).send().await?.bytes().await?.to_vec();
+    assert!(stored.len() > 2000);
+    let image_window = stored[1000..1064].to_vec();
 
     phase("stop the nodes so memtables and WAL are flushed to files");
     for node in cluster.ids() {
@@ -331,6 +348,8 @@ async fn t70_no_plaintext_personal_data_in_any_data_directory() -> anyhow::Resul
             let hits = files_containing(&node.data_dir, marker.as_bytes());
             assert!(hits.is_empty(), "plaintext {marker:?} found in {hits:?}");
         }
+        let hits = files_containing(&node.data_dir, &image_window);
+        assert!(hits.is_empty(), "plaintext image bytes found in {hits:?}");
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
     let backup = keys.path().join("cluster.backup");
     let password = "restored-password-123";
     let marker = unique("ZZMARKER-Backup-Clinic");
-    let (org_id, username, client_id, secret, report);
+    let (org_id, username, client_id, secret, report, image);
     {
         let c = TestCluster::start(3, &[]).await?;
         let admin = c.admin_token(1).await?;
@@ -97,7 +97,7 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
                 1,
                 "/v1/organizations",
                 &admin,
-                &json!({"name": marker, "attestation": {"contract_reference": "c-1", "attested_by": "qa"}}),
+                &json!({"name": marker, "attestation": {"contract_reference": "c-1", "attested_by": "qa"}, "store_images": true}),
             )
             .await?;
         assert_eq!(s, 201);
@@ -131,6 +131,11 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
         let body = json!({"images": [{"data": data, "contentType": "image/png"}], "subject": "subj-kept", "bodySite": "BACK_UPPER"});
         let (s, r) = c.post(2, "/v1/analyses", &user_token, &body).await?;
         assert_eq!(s, 201, "{r}");
+        let id = r["id"].as_str().expect("id").to_string();
+        let got =
+            c.client.get(c.url(3, &format!("/v1/analyses/{id}/images/0"))).bearer_auth(&user_token).send().await?;
+        assert_eq!(got.status(), 200, "the analysed image is kept");
+        image = got.bytes().await?.to_vec();
         report = r;
 
         phase("backup, sealed under a key file");
@@ -175,6 +180,18 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
         assert_eq!(restored.get(node, &report_path, &token).await?, (200, report.clone()));
         let (s, series) = restored.get(node, "/v1/subjects/subj-kept/analyses", &token).await?;
         assert_eq!((s, series["total"].as_u64()), (200, Some(1)));
+    }
+    phase("its stored image too, identical, from every node");
+    for node in restored.ids() {
+        let token = restored.login(node, &username, password).await?;
+        let got = restored
+            .client
+            .get(restored.url(node, &format!("{report_path}/images/0")))
+            .bearer_auth(&token)
+            .send()
+            .await?;
+        assert_eq!(got.status(), 200, "node {node}");
+        assert_eq!(got.bytes().await?.to_vec(), image, "node {node} serves the image that was backed up");
     }
     let r = restored.client.get(restored.url(2, "/v1/me")).header("x-api-key", &secret).send().await?;
     assert_eq!(r.status(), 200);

@@ -31,6 +31,11 @@ use dermagate_storage::{Kek, Store};
 use crate::config::NodeConfig;
 use crate::{telemetry, tls};
 
+/// Where image blobs are kept: files in the data directory unless configured otherwise.
+fn blob_backend(config: &NodeConfig) -> anyhow::Result<Arc<dyn dermagate_storage::BlobBackend>> {
+    Ok(Arc::new(dermagate_storage::FileBlobs::new(&config.data_dir).context("opening the blob directory")?))
+}
+
 /// Outgoing Raft connections leave from the address Raft listens on, when it is a specific one.
 fn outgoing_ip(listen: SocketAddr) -> Option<std::net::IpAddr> {
     Some(listen.ip()).filter(|ip| !ip.is_unspecified())
@@ -214,7 +219,7 @@ fn spawn_disk_watch(store: Arc<Store>) {
     tokio::spawn(async move {
         loop {
             let s = store.clone();
-            let _ = tokio::task::spawn_blocking(move || s.disk().refresh()).await;
+            let _ = tokio::task::spawn_blocking(move || s.refresh_disk()).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
@@ -257,7 +262,12 @@ pub async fn run(config: NodeConfig, engine: Engine, shutdown: impl Future<Outpu
     let settings = raft_settings(&config);
     let peer_tls = peer_tls(&config)?;
     let network = Network::new(peer_tls.clone(), &settings, outgoing_ip(config.raft.listen));
-    let node = RaftNode::start(config.node_id, log, sm, network, settings).await.map_err(|e| anyhow!(e))?;
+    let blobs = Arc::new(dermagate_storage::BlobStore::new(store.clone(), blob_backend(&config)?));
+    tracing::info!(backend = %blobs.backend().describe(), "image blob store");
+    let (blob_work, blob_work_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sm = sm.with_blobs(blobs.clone(), blob_work);
+    let node = RaftNode::start(config.node_id, log, sm, blobs, network, settings).await.map_err(|e| anyhow!(e))?;
+    tokio::spawn(dermagate_raft::blobs::keep(node.clone(), blob_work_rx));
     let (raft_stop, raft_stop_rx) = tokio::sync::oneshot::channel();
     let stop = async move {
         let _ = raft_stop_rx.await;

@@ -12,6 +12,9 @@ pub enum WriteError {
     /// The node is shutting down or its Raft core stopped.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The command would make a Raft entry larger than the limit; nothing was proposed.
+    #[error("the write is {bytes} bytes, more than the {limit} bytes one replicated entry may hold")]
+    TooLarge { bytes: usize, limit: usize },
     #[error("internal: {0}")]
     Internal(String),
 }

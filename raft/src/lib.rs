@@ -2,6 +2,7 @@
 //! mutual TLS between nodes, write forwarding to the leader, and membership changes.
 //! **Only this crate knows tonic and protobuf.**
 
+pub mod blobs;
 pub mod contact;
 pub mod election;
 pub mod error;

@@ -52,7 +52,18 @@ pub struct Network {
     /// The address outgoing connections are made from (this node's Raft address), so that a
     /// peer, a firewall rule or a packet capture sees which node a connection belongs to.
     local_ip: Option<IpAddr>,
-    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+    channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
+}
+
+/// One connection per (peer, address, lane).
+type ChannelKey = (NodeId, String, Lane);
+
+/// Connections to one peer are kept per lane, so bulk transfers (blobs) never queue in front of
+/// consensus traffic (heartbeats, votes) on one TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Consensus,
+    Bulk,
 }
 
 impl Network {
@@ -62,8 +73,8 @@ impl Network {
         Network { tls, max_message_bytes: settings.max_message_bytes, local_ip, channels: Arc::default() }
     }
 
-    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, CallError> {
-        let key = (target, addr.to_string());
+    fn channel(&self, target: NodeId, addr: &str, lane: Lane) -> Result<Channel, CallError> {
+        let key = (target, addr.to_string(), lane);
         if let Some(ch) = self.channels.lock().get(&key) {
             return Ok(ch.clone());
         }
@@ -85,6 +96,43 @@ impl Network {
         Ok(ch)
     }
 
+    fn client(&self, target: NodeId, addr: &str, lane: Lane) -> Result<RaftServiceClient<Channel>, CallError> {
+        Ok(RaftServiceClient::new(self.channel(target, addr, lane)?)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    /// Streams a blob to `target`, which stores it durably after checking its digest.
+    pub async fn put_blob(
+        &self,
+        target: NodeId,
+        addr: &str,
+        chunks: impl futures::Stream<Item = crate::proto::BlobChunk> + Send + 'static,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let mut client = self.client(target, addr, crate::blobs::BLOB_LANE)?;
+        let mut request = tonic::Request::new(chunks);
+        request.set_timeout(timeout);
+        client.put_blob(request).await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// Reads a blob from `target` (the caller verifies its digest).
+    pub async fn get_blob(
+        &self,
+        target: NodeId,
+        addr: &str,
+        digest: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut client = self.client(target, addr, crate::blobs::BLOB_LANE)?;
+        let mut request = tonic::Request::new(crate::proto::BlobWanted { digest: digest.to_string() });
+        request.set_timeout(timeout);
+        let stream = client.get_blob(request).await.map_err(classify)?.into_inner();
+        let (_, bytes) = crate::blobs::collect(stream).await.map_err(classify)?;
+        Ok(bytes)
+    }
+
     /// Sends one JSON payload to `target` and decodes its JSON answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -95,9 +143,7 @@ impl Network {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let json = serde_json::to_vec(req).map_err(|e| CallError::Unreachable(format!("encode: {e}")))?;
-        let mut client = RaftServiceClient::new(self.channel(target, addr)?)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
+        let mut client = self.client(target, addr, Lane::Consensus)?;
         let mut request = tonic::Request::new(Payload { json });
         request.set_timeout(timeout);
         let result = match rpc {

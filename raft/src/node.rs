@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dermagate_storage::model::{Request, Response};
-use dermagate_storage::{LogStore, StateMachineStore, Store};
+use dermagate_storage::{BlobStore, LogStore, StateMachineStore, Store};
 use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState};
 use serde::{Deserialize, Serialize};
@@ -64,8 +64,9 @@ pub struct RaftNode {
     freshness: Freshness,
     /// Set when the node is shutting down: it neither leads on nor stands for election.
     stepping_aside: std::sync::atomic::AtomicBool,
-    /// The node's store, read directly only for the last log id (pre-votes).
+    /// The node's store, read directly for the last log id (pre-votes) and blob references.
     store: Arc<Store>,
+    blobs: Arc<BlobStore>,
     /// **Only one membership change at a time**: held by the leader for the whole change.
     membership_lock: tokio::sync::Mutex<()>,
 }
@@ -126,6 +127,7 @@ impl RaftNode {
         id: NodeId,
         log: LogStore,
         sm: StateMachineStore,
+        blobs: Arc<BlobStore>,
         network: Network,
         settings: RaftSettings,
     ) -> Result<Arc<RaftNode>, String> {
@@ -142,6 +144,7 @@ impl RaftNode {
             freshness: Freshness::default(),
             stepping_aside: Default::default(),
             store,
+            blobs,
             membership_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -175,6 +178,15 @@ impl RaftNode {
 
     pub fn is_stepping_aside(&self) -> bool {
         self.stepping_aside.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The node's content-addressed blob store (image bytes).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Why this node must not take new data now (its disk is almost full), if so.
@@ -258,6 +270,11 @@ impl RaftNode {
 
     /// Like [`RaftNode::write`], also returning the log index the write was committed at.
     pub async fn write_indexed(&self, req: Request) -> Result<(Response, u64), WriteError> {
+        let bytes = serde_json::to_vec(&req).map_err(|e| WriteError::Internal(e.to_string()))?.len();
+        if bytes > self.settings.max_entry_bytes {
+            return Err(WriteError::TooLarge { bytes, limit: self.settings.max_entry_bytes });
+        }
+        metrics::histogram!("dermagate_raft_entry_bytes", "command" => req.command.name()).record(bytes as f64);
         let started = Instant::now();
         let deadline = started + self.settings.write_timeout;
         let result = self.write_until(req, deadline).await;

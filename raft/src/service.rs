@@ -32,7 +32,11 @@ impl RaftGrpc {
 
 /// The node ids the caller's client certificate names; `None` without TLS (insecure mode).
 fn caller_ids(req: &Request<Payload>) -> Option<Vec<u64>> {
-    let certs = req.peer_certs()?;
+    caller_ids_of(req.peer_certs())
+}
+
+fn caller_ids_of(certs: Option<std::sync::Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>) -> Option<Vec<u64>> {
+    let certs = certs?;
     Some(certs.first().map(|c| crate::tls::node_ids_in(c.as_ref())).unwrap_or_default())
 }
 
@@ -105,6 +109,46 @@ impl RaftService for RaftGrpc {
             self.node.contact().touch();
         }
         encode(&result)
+    }
+
+    async fn put_blob(
+        &self,
+        req: Request<tonic::Streaming<crate::proto::BlobChunk>>,
+    ) -> Result<Response<crate::proto::BlobStored>, Status> {
+        check_caller_is_member(&self.node, &caller_ids_of(req.peer_certs()))?;
+        if let Some(problem) = self.node.disk_problem() {
+            return Err(Status::resource_exhausted(problem));
+        }
+        let (digest, bytes) = crate::blobs::collect(req.into_inner()).await?;
+        self.node.blobs().put(&digest, &bytes).await.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(crate::proto::BlobStored {}))
+    }
+
+    type GetBlobStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<crate::proto::BlobChunk, Status>> + Send + 'static>>;
+
+    async fn get_blob(&self, req: Request<crate::proto::BlobWanted>) -> Result<Response<Self::GetBlobStream>, Status> {
+        check_caller_is_member(&self.node, &caller_ids_of(req.peer_certs()))?;
+        let digest = req.into_inner().digest;
+        let bytes = self
+            .node
+            .blobs()
+            .get(&digest)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found("this node does not hold the blob"))?;
+        let bytes = std::sync::Arc::new(bytes);
+        let size = bytes.len() as u64;
+        let count = bytes.len().div_ceil(crate::blobs::CHUNK_BYTES).max(1);
+        let stream = futures::stream::iter((0..count).map(move |i| {
+            let end = ((i + 1) * crate::blobs::CHUNK_BYTES).min(bytes.len());
+            Ok(crate::proto::BlobChunk {
+                digest: if i == 0 { digest.clone() } else { String::new() },
+                size: if i == 0 { size } else { 0 },
+                data: bytes[i * crate::blobs::CHUNK_BYTES..end].to_vec(),
+            })
+        }));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn pre_vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {

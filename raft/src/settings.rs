@@ -25,6 +25,10 @@ pub struct RaftSettings {
     pub freshness_interval: Duration,
     /// Largest gRPC message accepted between nodes (snapshots travel in smaller chunks).
     pub max_message_bytes: usize,
+    /// Largest single Raft entry a node proposes: bulk data (images) travels as blobs, and a
+    /// larger entry is refused at the proposer with a clear error rather than slowing
+    /// replication and heartbeats for everyone.
+    pub max_entry_bytes: usize,
     pub snapshot_chunk_bytes: u64,
 }
 
@@ -40,6 +44,7 @@ impl Default for RaftSettings {
             staleness_bound: Duration::from_secs(1),
             freshness_interval: Duration::from_millis(50),
             max_message_bytes: 16 << 20,
+            max_entry_bytes: 1 << 20,
             snapshot_chunk_bytes: 1 << 20,
         }
     }

@@ -24,11 +24,36 @@ pub struct Overlay<'a> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Key ranges `[start, end)` deleted by this batch, applied before `writes`.
     deleted_ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Blobs this batch referenced (the node fetches any it lacks) and blobs it freed (the node
+    /// deletes them once the batch is written).
+    blobs: BlobEffects,
+}
+
+/// What an apply batch means for the blob store, acted on after the batch is written.
+#[derive(Debug, Default, Clone)]
+pub struct BlobEffects {
+    pub referenced: Vec<String>,
+    pub freed: Vec<String>,
 }
 
 impl<'a> Overlay<'a> {
     pub fn new(store: &'a Store) -> Overlay<'a> {
-        Overlay { store, writes: BTreeMap::new(), deleted_ranges: Vec::new() }
+        Overlay { store, writes: BTreeMap::new(), deleted_ranges: Vec::new(), blobs: BlobEffects::default() }
+    }
+
+    pub(crate) fn referenced_blob(&mut self, digest: &str) {
+        self.blobs.freed.retain(|d| d != digest);
+        self.blobs.referenced.push(digest.to_string());
+    }
+
+    pub(crate) fn freed_blob(&mut self, digest: &str) {
+        self.blobs.referenced.retain(|d| d != digest);
+        self.blobs.freed.push(digest.to_string());
+    }
+
+    /// The blob effects of the batch so far.
+    pub fn blob_effects(&self) -> &BlobEffects {
+        &self.blobs
     }
 
     fn range_deleted(&self, key: &[u8]) -> bool {

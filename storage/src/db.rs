@@ -71,6 +71,14 @@ impl Store {
         self.credentials_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
+    /// Reads the free space again, counting what pending compactions will write as used (a
+    /// compaction that runs out of space stops the whole store).
+    pub fn refresh_disk(&self) {
+        let pending =
+            self.db.property_int_value("rocksdb.estimate-pending-compaction-bytes").ok().flatten().unwrap_or(0);
+        self.disk.refresh_with(pending);
+    }
+
     /// Free space and the reserve this node keeps (see [`crate::disk`]).
     pub fn disk(&self) -> &crate::disk::DiskGuard {
         &self.disk
@@ -264,6 +272,29 @@ impl Store {
 
     pub fn report_images(&self, report: &Uuid) -> Result<Vec<crate::model::StoredImage>, StoreError> {
         self.scan_json(&keys::image_prefix(report))
+    }
+
+    /// Every stored image of every report (the blob keeper's full scan).
+    pub fn all_stored_images(&self) -> Result<Vec<crate::model::StoredImage>, StoreError> {
+        self.scan_json(keys::IMAGE)
+    }
+
+    /// Whether any report still names the blob.
+    pub fn blob_is_referenced(&self, digest: &str) -> Result<bool, StoreError> {
+        let prefix = keys::blob_ref_prefix(digest);
+        let mut ro = ReadOptions::default();
+        ro.set_prefix_same_as_start(false);
+        let mut iter =
+            self.db.iterator_cf_opt(self.cf(CF_SM_DATA), ro, IteratorMode::From(prefix.as_bytes(), Direction::Forward));
+        Ok(match iter.next() {
+            Some(item) => item?.0.starts_with(prefix.as_bytes()),
+            None => false,
+        })
+    }
+
+    /// Whether an erasure freed the blob (every node must delete it).
+    pub fn blob_is_gone(&self, digest: &str) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_SM_DATA), keys::blob_gone(digest))?.is_some())
     }
 
     pub fn record<T: DeserializeOwned>(

@@ -40,9 +40,15 @@ impl DiskGuard {
 
     /// Reads the free space again (a `statvfs`, microseconds); called on a timer.
     pub fn refresh(&self) {
+        self.refresh_with(0);
+    }
+
+    /// Like [`DiskGuard::refresh`], counting `pending` bytes that work already under way (a
+    /// compaction) will need as not free.
+    pub fn refresh_with(&self, pending: u64) {
         match nix::sys::statvfs::statvfs(&self.dir) {
             Ok(s) => {
-                let free = s.blocks_available().saturating_mul(s.fragment_size());
+                let free = s.blocks_available().saturating_mul(s.fragment_size()).saturating_sub(pending);
                 self.free.store(free, Ordering::Relaxed);
                 metrics::gauge!("dermagate_storage_free_bytes").set(free as f64);
                 if free >= self.reserve() {

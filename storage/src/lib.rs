@@ -2,6 +2,7 @@
 //! on RocksDB, every value sealed with AES-256-GCM. This crate does no network I/O.
 
 pub mod apply;
+pub mod blobs;
 pub mod db;
 pub mod disk;
 pub mod error;
@@ -13,11 +14,12 @@ pub mod state_machine;
 pub mod subjects;
 pub mod types;
 
+pub use blobs::{BlobBackend, BlobStore, FileBlobs};
 pub use db::Store;
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use seal::{Kek, Sealer};
-pub use state_machine::StateMachineStore;
+pub use state_machine::{BlobWork, StateMachineStore};
 pub use types::{NodeInfo, TypeConfig};
 
 use std::path::Path;

@@ -189,6 +189,46 @@ pub struct AppliedRequest {
     pub response: Response,
 }
 
+impl Command {
+    /// The command's name as it is encoded (`type`), for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Noop => "noop",
+            Command::CreateOrganization(..) => "create_organization",
+            Command::SetOrganizationStatus { .. } => "set_organization_status",
+            Command::CreateUser(..) => "create_user",
+            Command::UpdateUser(..) => "update_user",
+            Command::DeleteUser { .. } => "delete_user",
+            Command::CreateClient(..) => "create_client",
+            Command::UpdateClient(..) => "update_client",
+            Command::DeleteClient { .. } => "delete_client",
+            Command::PutSigningKey(..) => "put_signing_key",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::PurgeRevocations { .. } => "purge_revocations",
+            Command::RecordSignInFailure { .. } => "record_sign_in_failure",
+            Command::ResetSignInFailures { .. } => "reset_sign_in_failures",
+            Command::SignOutEverywhere { .. } => "sign_out_everywhere",
+            Command::RotateRefreshToken { .. } => "rotate_refresh_token",
+            Command::RotateSigningKey { .. } => "rotate_signing_key",
+            Command::PurgeSigningKeys { .. } => "purge_signing_keys",
+            Command::RedeemInvitation { .. } => "redeem_invitation",
+            Command::RevokeRefreshFamily { .. } => "revoke_refresh_family",
+            Command::ImportRecords { .. } => "import_records",
+            Command::PutRecord { .. } => "put_record",
+            Command::DeleteRecord { .. } => "delete_record",
+            Command::SetOrganizationSettings { .. } => "set_organization_settings",
+            Command::RenameOrganization { .. } => "rename_organization",
+            Command::ClaimIdempotencyKey { .. } => "claim_idempotency_key",
+            Command::ReleaseIdempotencyKey { .. } => "release_idempotency_key",
+            Command::StoreReport { .. } => "store_report",
+            Command::EraseSubject { .. } => "erase_subject",
+            Command::Audit(..) => "audit",
+            Command::PurgeIdempotencyKeys { .. } => "purge_idempotency_keys",
+            Command::PurgeAppliedRequests { .. } => "purge_applied_requests",
+        }
+    }
+}
+
 /// What applying a command produced; errors here are business outcomes, identical on all nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -403,14 +443,16 @@ pub struct StoredReport {
 }
 
 /// An analysed image kept with its report (organisations that opted in); re-encoded, so it
-/// carries no EXIF or other metadata of the upload.
+/// carries no EXIF or other metadata of the upload. **Only its digest and size cross the Raft
+/// log**: the bytes are a blob (`crate::blobs`), stored on a quorum before the report is proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredImage {
     pub report_id: Uuid,
     pub index: u32,
     pub content_type: String,
-    /// Base64 of the re-encoded image.
-    pub data: String,
+    /// SHA-256 of the image bytes (lowercase hex): the blob's name.
+    pub digest: String,
+    pub size: u64,
 }
 
 /// What an `Idempotency-Key` is bound to.
@@ -521,6 +563,18 @@ pub mod keys {
     /// When a subject was last erased (unix ms): an analysis issued before it is not stored.
     pub fn subject_erased(org_id: &Uuid, subject: &str) -> Vec<u8> {
         format!("subjx/{}", hash_hex(&format!("{org_id}/{subject}"))).into_bytes()
+    }
+    /// One reference from a report to a blob: a blob with no reference left is garbage.
+    pub fn blob_ref(digest: &str, report: &Uuid) -> Vec<u8> {
+        format!("{}{report}", blob_ref_prefix(digest)).into_bytes()
+    }
+    pub fn blob_ref_prefix(digest: &str) -> String {
+        format!("bref/{digest}/")
+    }
+    /// A blob whose last reference was erased: every node deletes it (also one that was away).
+    pub const BLOB_GONE: &str = "bgone/";
+    pub fn blob_gone(digest: &str) -> Vec<u8> {
+        format!("{BLOB_GONE}{digest}").into_bytes()
     }
     pub fn image(report: &Uuid, index: u32) -> Vec<u8> {
         format!("{}{index:02}", image_prefix(report)).into_bytes()

@@ -12,7 +12,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError};
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{apply_request, Overlay};
+use crate::apply::{apply_request, BlobEffects, Overlay};
+use crate::blobs::BlobStore;
 use crate::db::{aad, Store, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
 use crate::error::StoreError;
 use crate::model::Response;
@@ -34,13 +35,25 @@ pub struct StateMachineStore {
     store: Arc<Store>,
     /// Bumped by every snapshot build so ids are unique even for the same last log id.
     builds: Arc<AtomicU64>,
+    /// The blob store and where to report blobs that applied entries referenced (see
+    /// [`StateMachineStore::with_blobs`]).
+    blobs: Option<(Arc<BlobStore>, tokio::sync::mpsc::UnboundedSender<BlobWork>)>,
+}
+
+/// Work for the node's blob keeper, announced by the state machine as it applies entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobWork {
+    /// A committed report names this blob: fetch it from a peer if this node lacks it.
+    Referenced(String),
+    /// The state was replaced by a snapshot: compare every blob with the references.
+    Rescan,
 }
 
 impl StateMachineStore {
     /// Opens the state machine and repairs the one state a crash can leave: a durable snapshot
     /// newer than the applied state (whose unsynced apply batches were lost with the OS).
     pub fn open(store: Arc<Store>) -> Result<StateMachineStore, StoreError> {
-        let sm = StateMachineStore { store, builds: Arc::new(AtomicU64::new(0)) };
+        let sm = StateMachineStore { store, builds: Arc::new(AtomicU64::new(0)), blobs: None };
         if let Some((meta, data)) = read_stored_snapshot(&sm.store)? {
             let applied: Option<LogId> = sm.store.get_json(CF_SM_META, KEY_APPLIED)?;
             if meta.last_log_id > applied {
@@ -55,6 +68,26 @@ impl StateMachineStore {
         &self.store
     }
 
+    /// Applies also act on blobs: a blob freed by an erasure is deleted from `blobs` before the
+    /// entry counts as applied (so an acknowledged erasure leaves no copy on any node that
+    /// confirmed it), and referenced blobs are announced to `keeper`.
+    pub fn with_blobs(mut self, blobs: Arc<BlobStore>, keeper: tokio::sync::mpsc::UnboundedSender<BlobWork>) -> Self {
+        self.blobs = Some((blobs, keeper));
+        self
+    }
+
+    /// Deletes freed blobs and announces referenced ones.
+    async fn act_on_blobs(&self, effects: BlobEffects) -> Result<(), StoreError> {
+        let Some((blobs, keeper)) = &self.blobs else { return Ok(()) };
+        for digest in &effects.freed {
+            blobs.delete(digest).await?;
+        }
+        for digest in effects.referenced {
+            let _ = keeper.send(BlobWork::Referenced(digest));
+        }
+        Ok(())
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -65,7 +98,7 @@ impl StateMachineStore {
     }
 }
 
-fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<Vec<Response>, StoreError> {
+fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<(Vec<Response>, BlobEffects), StoreError> {
     let mut overlay = Overlay::new(store);
     let mut responses = Vec::with_capacity(entries.len());
     let mut last_applied = None;
@@ -84,6 +117,7 @@ fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<Vec<Response>, St
     }
     let mut batch = WriteBatch::default();
     let credentials_changed = overlay.touches_credentials();
+    let blob_effects = overlay.blob_effects().clone();
     overlay.into_batch(&mut batch);
     if let Some(applied) = last_applied {
         store.put_json(&mut batch, CF_SM_META, KEY_APPLIED, &Some(applied))?;
@@ -96,7 +130,7 @@ fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<Vec<Response>, St
     if credentials_changed {
         store.bump_credentials_epoch();
     }
-    Ok(responses)
+    Ok((responses, blob_effects))
 }
 
 /// A consistent export of the replicated records (the snapshot format), for backups.
@@ -221,9 +255,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        self.blocking(move |s| apply_entries(s, entries))
+        let (responses, effects) = self
+            .blocking(move |s| apply_entries(s, entries))
             .await
-            .map_err(|e| StorageError::from(openraft::StorageIOError::write_state_machine(&e)))
+            .map_err(|e| StorageError::from(openraft::StorageIOError::write_state_machine(&e)))?;
+        self.act_on_blobs(effects)
+            .await
+            .map_err(|e| StorageError::from(openraft::StorageIOError::write_state_machine(&e)))?;
+        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -245,6 +284,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| StorageError::from(openraft::StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
         metrics::counter!("dermagate_raft_snapshot_installs_total").increment(1);
+        if let Some((_, keeper)) = &self.blobs {
+            let _ = keeper.send(BlobWork::Rescan);
+        }
         tracing::info!(snapshot_id = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }

@@ -90,7 +90,15 @@ pub(crate) fn store_report(
     state.put(report_key, report)?;
     state.put(keys::subject_entry(&report.org_id, &report.subject, report.issued_ms, &report.id), &report.id)?;
     for image in images {
+        if !crate::blobs::is_digest(&image.digest) || image.report_id != report.id {
+            return Ok(Response::Rejected { reason: "a stored image must name a blob of this report".into() });
+        }
+    }
+    for image in images {
         state.put(keys::image(&image.report_id, image.index), image)?;
+        state.put(keys::blob_ref(&image.digest, &report.id), &image.index)?;
+        state.delete(keys::blob_gone(&image.digest));
+        state.referenced_blob(&image.digest);
     }
     Ok(Response::Ok)
 }
@@ -111,8 +119,11 @@ pub(crate) fn erase_subject(
                 }
             }
             state.delete(report_key);
-            for image in state.keys_with_prefix(&keys::image_prefix(&report_id))? {
-                state.delete(image);
+            for key in state.keys_with_prefix(&keys::image_prefix(&report_id))? {
+                if let Some(image) = state.get::<StoredImage>(&key)? {
+                    release_blob(state, &image.digest, &report_id, audit.at_ms)?;
+                }
+                state.delete(key);
             }
             erased += 1;
         }
@@ -137,6 +148,16 @@ pub(crate) fn set_organization_settings(
     org.store_images = store_images;
     state.put(key, &org)?;
     Ok(Response::Ok)
+}
+
+/// Drops a report's reference to a blob; the last reference gone, every node deletes the blob.
+fn release_blob(state: &mut Overlay<'_>, digest: &str, report: &Uuid, at_ms: i64) -> Result<(), StoreError> {
+    state.delete(keys::blob_ref(digest, report));
+    if state.keys_with_prefix(&keys::blob_ref_prefix(digest))?.is_empty() {
+        state.put(keys::blob_gone(digest), &at_ms)?;
+        state.freed_blob(digest);
+    }
+    Ok(())
 }
 
 pub(crate) fn purge_idempotency_keys(state: &mut Overlay<'_>, now_ms: i64) -> Result<Response, StoreError> {

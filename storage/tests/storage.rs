@@ -175,8 +175,19 @@ fn report(org: u128, subject: &str, issued_ms: i64, previous: Option<uuid::Uuid>
     }
 }
 
+/// The blob a test report's image is named by: one per subject, so reports of a subject share it.
+fn image_digest(report: &StoredReport) -> String {
+    dermagate_storage::blobs::digest_of(format!("{}/{}", report.org_id, report.subject).as_bytes())
+}
+
 fn store_report(report: &StoredReport) -> Request {
-    let image = StoredImage { report_id: report.id, index: 0, content_type: "image/jpeg".into(), data: "AAAA".into() };
+    let image = StoredImage {
+        report_id: report.id,
+        index: 0,
+        content_type: "image/jpeg".into(),
+        digest: image_digest(report),
+        size: 4,
+    };
     Request::new(report.issued_ms, Command::StoreReport { report: report.clone(), images: vec![image] })
 }
 
@@ -215,8 +226,13 @@ async fn t60_time_series_is_ordered_linked_and_erased_atomically() -> anyhow::Re
         subject_hash: "h".into(),
         reports: 0,
     };
+    let digest = image_digest(&first);
+    assert!(store.blob_is_referenced(&digest)? && !store.blob_is_gone(&digest)?);
     let erase = Command::EraseSubject { org_id: first.org_id, subject: "subj-1".into(), audit: audit.clone() };
     assert!(sm.apply(vec![entry(6, Request::new(5_000, erase))]).await?[0].is_ok());
+    assert!(!store.blob_is_referenced(&digest)?, "no reference to an erased subject's images is left");
+    assert!(store.blob_is_gone(&digest)?, "every node is told to delete the blob");
+    assert!(store.blob_is_referenced(&image_digest(&other_org))?, "another organisation's images stay");
     assert!(store.subject_reports(&first.org_id, "subj-1")?.is_empty());
     assert!(store.report(&first.id)?.is_none() && store.report_images(&first.id)?.is_empty());
     assert_eq!(store.subject_reports(&other_org.org_id, "subj-1")?.len(), 1, "erasure stays in its organisation");
@@ -279,5 +295,29 @@ async fn t70_idempotency_keys_bind_one_request_and_expire() -> anyhow::Result<()
     let purge = Request::new(40_000, Command::PurgeIdempotencyKeys { now_ms: 40_000 });
     assert!(sm.apply(vec![entry(7, purge)]).await?[0].is_ok());
     assert!(store.record::<IdempotencyRecord>(Collection::Idempotency, "org/k")?.is_none(), "expired keys are purged");
+    Ok(())
+}
+
+#[tokio::test]
+async fn t80_a_request_proposed_twice_is_applied_once_and_answers_its_first_outcome() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let kek = Kek::from_hex(&Kek::generate_hex())?;
+    let (store, _, mut sm) = dermagate_storage::open(dir.path(), &kek)?;
+    // The same request twice (a retry on a new leader after an unknown outcome), in two batches
+    // and within one batch; a different request with the same content conflicts as usual.
+    let first = org_request(7);
+    let responses = sm.apply(vec![entry(1, first.clone()), entry(2, first.clone())]).await?;
+    assert_eq!(responses, vec![Response::Ok, Response::Ok], "a retried request answers its first outcome");
+    let again = sm.apply(vec![entry(3, first.clone())]).await?;
+    assert_eq!(again, vec![Response::Ok]);
+    let other = org_request(7);
+    assert!(!sm.apply(vec![entry(4, other)]).await?[0].is_ok(), "another request creating the same id conflicts");
+    assert_eq!(store.organizations()?.len(), 1);
+
+    // Outcomes are forgotten after the retention: purging drops them in one range deletion.
+    let purge = Request::new(first.at_ms + 1, Command::PurgeAppliedRequests { before_ms: first.at_ms + 1 });
+    assert!(sm.apply(vec![entry(5, purge)]).await?[0].is_ok());
+    let after_purge = sm.apply(vec![entry(6, first)]).await?;
+    assert!(!after_purge[0].is_ok(), "once forgotten, the request is applied again (and conflicts)");
     Ok(())
 }

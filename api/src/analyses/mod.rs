@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use dermagate_inference::{AnalysisError, UploadedImage};
 use dermagate_storage::model::{Command, StoredImage, StoredReport};
 use uuid::Uuid;
@@ -162,7 +161,8 @@ async fn analyse_and_store(
     };
     let report = report::build(&ctx, &analysis);
     let body = serde_json::to_value(&report).map_err(ApiError::internal)?;
-    let images = stored_images(id, &analysis);
+    // The image bytes go to a quorum of blob stores first; the report entry names them only.
+    let images = store_images_on_quorum(state, id, analysis).await?;
     let stored = StoredReport {
         id,
         org_id: principal.org_id,
@@ -216,20 +216,41 @@ async fn check_previous_report(
     }
 }
 
-fn stored_images(report_id: Uuid, analysis: &dermagate_inference::Analysis) -> Vec<StoredImage> {
-    analysis
+/// Stores the re-encoded copies (organisations that keep images) durably on a quorum of nodes,
+/// in parallel, and returns what the report entry records of them: digest, size, type.
+async fn store_images_on_quorum(
+    state: &AppState,
+    report_id: Uuid,
+    analysis: dermagate_inference::Analysis,
+) -> Result<Vec<StoredImage>, ApiError> {
+    let copies: Vec<(u32, Vec<u8>)> = analysis
         .images
-        .iter()
+        .into_iter()
         .enumerate()
-        .filter_map(|(i, r)| {
-            r.stored_jpeg.as_ref().map(|jpeg| StoredImage {
-                report_id,
-                index: i as u32,
-                content_type: "image/jpeg".into(),
-                data: base64::engine::general_purpose::STANDARD.encode(jpeg),
-            })
-        })
-        .collect()
+        .filter_map(|(i, r)| r.stored_jpeg.map(|jpeg| (i as u32, jpeg)))
+        .collect();
+    let stores = copies.into_iter().map(|(index, jpeg)| async move {
+        let (size, digest) = (jpeg.len() as u64, dermagate_storage::blobs::digest_of(&jpeg));
+        state.node.store_blob_on_quorum(&digest, jpeg).await.map_err(blob_error)?;
+        Ok::<_, ApiError>(StoredImage { report_id, index, content_type: "image/jpeg".into(), digest, size })
+    });
+    futures::future::try_join_all(stores).await
+}
+
+pub(crate) fn blob_error(e: dermagate_raft::blobs::BlobError) -> ApiError {
+    use dermagate_raft::blobs::BlobError;
+    match e {
+        BlobError::NoQuorum { .. } => {
+            ApiError::Unavailable { detail: format!("the images could not be stored safely: {e}"), retry_after_secs: 2 }
+        }
+        BlobError::Unavailable(_) => {
+            ApiError::Unavailable { detail: "no node can provide this image right now".into(), retry_after_secs: 2 }
+        }
+        BlobError::Store(e) if e.to_string().contains("No space left") => {
+            ApiError::InsufficientStorage("this node has no room for the images".into())
+        }
+        BlobError::Store(e) => ApiError::internal(e),
+    }
 }
 
 fn analysis_error(e: AnalysisError) -> ApiError {
@@ -333,6 +354,8 @@ pub async fn get_image(
     let report = find_report(&state, &principal, &id).await?;
     let image =
         state.store.report_image(&report.id, index)?.ok_or_else(|| ApiError::NotFound("stored image".into()))?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(&image.data).map_err(ApiError::internal)?;
+    // A node that lacks the blob (it was down when the report was stored) fetches it from a
+    // peer, verified against its digest, before serving it.
+    let bytes = state.node.blob(&image.digest).await.map_err(blob_error)?;
     Ok(([(header::CONTENT_TYPE, image.content_type)], bytes).into_response())
 }

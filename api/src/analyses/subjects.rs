@@ -5,6 +5,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use dermagate_storage::model::{keys, AuditEntry, Command, StoredReport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -195,10 +196,16 @@ pub async fn export(
             Ok(all)
         })
         .await?;
-    let images = stored
-        .into_iter()
-        .map(|i| ExportedImage { report_id: i.report_id, index: i.index, content_type: i.content_type, data: i.data })
-        .collect();
+    let mut images = Vec::with_capacity(stored.len());
+    for i in stored {
+        let bytes = state.node.blob(&i.digest).await.map_err(super::blob_error)?;
+        images.push(ExportedImage {
+            report_id: i.report_id,
+            index: i.index,
+            content_type: i.content_type,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        });
+    }
     Ok(axum::Json(SubjectExport {
         subject,
         organization_id: principal.org_id,

@@ -45,6 +45,8 @@ pub struct Safety {
     pub duplicate_reports: usize,
     /// Acknowledged analyses whose report is missing on some node.
     pub lost_reports: usize,
+    /// Stored images of acknowledged reports that some node could not serve.
+    pub unreadable_images: usize,
     pub late_revocations: usize,
     /// Longest time after an acknowledgement at which a node still accepted the revoked
     /// credential (0 when none did).
@@ -66,6 +68,7 @@ impl Safety {
             && self.refused_writes_present == 0
             && self.duplicate_reports == 0
             && self.lost_reports == 0
+            && self.unreadable_images == 0
             && self.late_revocations == 0
             && self.revocations_not_in_force == 0
             && self.linearizability_violations == 0
@@ -75,7 +78,7 @@ impl Safety {
     }
 
     /// Records a finding (the first 200 are kept and the first 20 printed).
-    fn find(&mut self, line: String) {
+    pub fn find(&mut self, line: String) {
         if self.findings.len() < 20 {
             eprintln!("checker: {line}");
         }
