@@ -249,16 +249,17 @@ for i in 0 1 2; do
     login "${api[$i]}" "$admin_user" "$admin_password"; expect 200
     admin_token[$i]="$(json "$resp" 'd["access_token"]')"
 done
-# Failed sign-ins: unknown names on every node, then one throwaway name until it is locked
-# (auth.lockout.max_failures, 5 by default) and once more while locked.
+# Failed sign-ins: unknown names on every node, then one throwaway name until its guesses are
+# throttled (auth.throttle.per_source_failures, 5 by default) and twice more while throttled.
 for i in 0 1 2; do login "${api[$i]}" "nobody-$i-$RANDOM" "wrong-password"; expect 401; done
 victim="lockout-probe-$RANDOM"
-for n in $(seq 0 6); do login "${api[$((n % 3))]}" "$victim" "wrong-password-$n"; expect 401; done
+for n in $(seq 0 4); do login "${api[$((n % 3))]}" "$victim" "wrong-password-$n"; expect 401; done
+for n in 5 6; do login "${api[$((n % 3))]}" "$victim" "wrong-password-$n"; expect 429; done
 
 # Writes as the platform administrator: an organization and its org_admin.
 org_name="check-live-$RANDOM"
 req POST "${api[0]}/v1/organizations" "${admin_token[0]}" "$(write_body org \
-    "{\"name\":\"$org_name\",\"attestation\":{\"contract_reference\":\"c-1\",\"attested_by\":\"check_cluster_live.sh\"}}")"
+    "{\"name\":\"$org_name\",\"attestation\":{\"contractReference\":\"c-1\",\"attestedBy\":\"check_cluster_live.sh\"}}")"
 expect 200 201
 org_id="$(json "$resp" 'd["id"]')"
 # A validation error: an organization without its attestation.

@@ -22,3 +22,27 @@ fi
 if ! python3 -c "import yaml, kubernetes_validate" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check pyyaml kubernetes-validate
 fi
+# A local S3-compatible server for the tests of the S3 blob backend.
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]"
+fi
+# The integrator's and the attacker's tools, nobody here wrote: OpenAPI validation, a generated
+# Python client, FHIR R4 validation, property-based API testing and TLS scanning.
+python_tools=(openapi-spec-validator openapi-python-client fhir.resources schemathesis sslyze)
+python_modules=(openapi_spec_validator openapi_python_client fhir.resources schemathesis sslyze)
+need_python=()
+for i in "${!python_tools[@]}"; do
+  python3 -c "import ${python_modules[$i]}" >/dev/null 2>&1 || need_python+=("${python_tools[$i]}")
+done
+if [ ${#need_python[@]} -gt 0 ]; then
+  echo "installing python tools: ${need_python[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${need_python[@]}"
+fi
+# Cargo tools of the checks: unused dependencies (scripts/check-boundaries.sh) and licences,
+# bans and sources (cargo deny).
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  cargo install --quiet --locked cargo-machete
+fi
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install --quiet --locked cargo-deny
+fi

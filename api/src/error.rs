@@ -1,10 +1,12 @@
-//! The one error type of the HTTP API and its single mapping to RFC 9457 problem+json.
-//! 5xx details are logged, never sent to clients.
+//! The one error type of the HTTP API and its single mapping to RFC 9457 problem+json: each
+//! domain [`ErrorCode`] becomes one variant here, and each variant one status and problem type
+//! ([`ApiError::code`]). 5xx details are logged, never sent to clients.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dermagate_raft::{MembershipError, WriteError};
-use dermagate_storage::StoreError;
+use dermagate_domain::services::ServiceError;
+use dermagate_domain::ErrorCode;
+use dermagate_raft::MembershipError;
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -26,7 +28,7 @@ pub struct Problem {
 
 /// Attached to error responses so the metrics layer counts rejections by their real reason.
 #[derive(Debug, Clone, Copy)]
-pub struct Rejection(pub &'static str);
+pub struct Refusal(pub &'static str);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -40,7 +42,7 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     /// Also used for resources of another organisation, so ids are not confirmed.
-    #[error("{0} not found")]
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -55,6 +57,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The node cannot serve right now (no leader, stale, deadline passed); retry elsewhere or later.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u64 },
@@ -84,6 +89,11 @@ impl ApiError {
         ApiError::Internal(e.to_string())
     }
 
+    /// `what` does not exist (or belongs to another organisation).
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::NotFound(format!("{what} not found"))
+    }
+
     /// The error-code table: HTTP status, problem type slug and title of each error.
     fn code(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
@@ -100,6 +110,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
             }
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Service overloaded"),
             ApiError::InsufficientStorage(_) => {
@@ -125,6 +136,7 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::PayloadTooLarge(_)
             | ApiError::UnsupportedMediaType(_)
+            | ApiError::RequestTimeout(_)
             | ApiError::Unprocessable(_) => Some("validation"),
             _ => None,
         }
@@ -178,53 +190,55 @@ impl IntoResponse for ApiError {
             ApiError::InsufficientStorage(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(5u64));
             }
+            // The rest of the body is not waited for: the connection ends with this answer.
+            ApiError::RequestTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         if let Some(reason) = self.rejection() {
-            resp.extensions_mut().insert(Rejection(reason));
+            resp.extensions_mut().insert(Refusal(reason));
         }
         resp
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
-    }
-}
-
-impl From<dermagate_raft::NotReady> for ApiError {
-    fn from(not_ready: dermagate_raft::NotReady) -> Self {
-        match not_ready.kind {
-            dermagate_raft::NotReadyKind::DiskFull => {
-                ApiError::InsufficientStorage(format!("this node takes no new data: {}", not_ready.reason))
-            }
-            _ => ApiError::Unavailable {
-                detail: format!("this node cannot authenticate right now: {}", not_ready.reason),
-                retry_after_secs: 1,
+/// The domain's error codes, mapped once.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let e = e.into_detail();
+        let retry = e.retry_after_secs.unwrap_or(1);
+        match e.code {
+            ErrorCode::Validation => ApiError::Validation {
+                field: e.field.unwrap_or_else(|| "body".into()),
+                rule: e.rule.unwrap_or_else(|| "invalid".into()),
+                detail: e.detail,
             },
+            ErrorCode::Unauthorized => {
+                ApiError::Unauthorized { error: e.auth_error.unwrap_or("invalid_token"), detail: e.detail }
+            }
+            ErrorCode::Forbidden => ApiError::Forbidden(e.detail),
+            ErrorCode::NotFound => ApiError::NotFound(e.detail),
+            ErrorCode::Conflict => ApiError::Conflict(e.detail),
+            ErrorCode::InFlight => ApiError::InFlight(e.detail),
+            ErrorCode::Unprocessable => ApiError::Unprocessable(e.detail),
+            ErrorCode::TooManyRequests => ApiError::TooManyRequests {
+                retry_after_secs: retry,
+                policy: "\"sign-in\";q=5;w=60".into(),
+                name: "sign-in",
+            },
+            ErrorCode::PayloadTooLarge => ApiError::PayloadTooLarge(e.detail),
+            ErrorCode::Unavailable => ApiError::Unavailable { detail: e.detail, retry_after_secs: retry },
+            ErrorCode::InsufficientStorage => ApiError::InsufficientStorage(e.detail),
+            ErrorCode::OutcomeUnknown => ApiError::OutcomeUnknown(e.detail),
+            ErrorCode::Internal => ApiError::Internal(e.detail),
         }
     }
 }
 
-impl From<WriteError> for ApiError {
-    fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::NoLeader => {
-                ApiError::Unavailable { detail: "no cluster leader is available".into(), retry_after_secs: 1 }
-            }
-            WriteError::ShuttingDown => {
-                ApiError::Unavailable { detail: "this node is shutting down".into(), retry_after_secs: 1 }
-            }
-            WriteError::OutcomeUnknown(m) => {
-                tracing::warn!(error = %m, "write outcome unknown");
-                ApiError::OutcomeUnknown("the write may or may not have been applied; check before retrying".into())
-            }
-            WriteError::TooLarge { bytes, limit } => ApiError::PayloadTooLarge(format!(
-                "the record to replicate is {bytes} bytes; one replicated record may hold at most {limit} bytes"
-            )),
-            WriteError::Internal(m) => ApiError::Internal(m),
-        }
+impl From<dermagate_domain::Rejection> for ApiError {
+    fn from(r: dermagate_domain::Rejection) -> Self {
+        ServiceError::from(r).into()
     }
 }
 
@@ -232,14 +246,15 @@ impl From<MembershipError> for ApiError {
     fn from(e: MembershipError) -> Self {
         match e {
             MembershipError::Invalid(m) => ApiError::Unprocessable(m),
-            MembershipError::UnknownNode(id) => ApiError::NotFound(format!("node {id}")),
+            MembershipError::UnknownNode(id) => ApiError::NotFound(format!("node {id} not found")),
             MembershipError::InProgress => ApiError::Conflict("another membership change is in progress".into()),
-            MembershipError::Write(w) => w.into(),
+            MembershipError::Write(w) => ServiceError::from(w).into(),
         }
     }
 }
 
-/// Rejections of axum's own extractors (bad JSON, wrong content type, body too large) as problems.
+/// Rejections of axum's own extractors (bad JSON, wrong content type, body too large) as problems
+/// that name the field and rule in the API's terms, never a Rust type.
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
         use axum::extract::rejection::JsonRejection::*;
@@ -248,7 +263,7 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
                 ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
             }
             JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())),
-            JsonDataError(e) => ApiError::validation("body", "schema", e.body_text()),
+            JsonDataError(e) => schema_error(&e.body_text()),
             BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge("request body exceeds the size limit".into())
             }
@@ -306,8 +321,96 @@ pub async fn problems_everywhere(req: axum::extract::Request, next: axum::middle
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     *out.extensions_mut() = parts.extensions;
     let malformed = matches!(status.as_u16(), 400 | 413 | 415 | 422);
-    if malformed && out.extensions().get::<Rejection>().is_none() {
-        out.extensions_mut().insert(Rejection("validation"));
+    if malformed && out.extensions().get::<Refusal>().is_none() {
+        out.extensions_mut().insert(Refusal("validation"));
     }
     out
+}
+
+/// A body that does not fit the schema, explained with the JSON path serde reports, with Rust's
+/// type names (`struct NewUser`) taken out.
+pub fn schema_error(text: &str) -> ApiError {
+    let text = text.trim_start_matches("Failed to deserialize the JSON body into the target type: ");
+    let (field, rest) = match text.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (path.to_string(), rest.to_string()),
+        _ => ("body".to_string(), text.to_string()),
+    };
+    let field = if field == "." { "body".to_string() } else { field };
+    let mut detail = rest;
+    for (rust, plain) in
+        [("expected struct ", "expected an object "), ("expected enum ", "expected one of the values of ")]
+    {
+        if let Some(pos) = detail.find(rust) {
+            let end = detail[pos + rust.len()..].find([' ', ',']).map_or(detail.len(), |i| pos + rust.len() + i);
+            detail.replace_range(pos..end, plain.trim_end());
+        }
+    }
+    let rule = if detail.starts_with("missing field") {
+        "required"
+    } else if detail.starts_with("unknown field") {
+        "unknown_field"
+    } else if detail.starts_with("unknown variant") {
+        "enum"
+    } else {
+        "type"
+    };
+    let field = match (rule, detail.split('`').nth(1)) {
+        ("required" | "unknown_field", Some(name)) if field == "body" => name.to_string(),
+        _ => field,
+    };
+    ApiError::Validation { field, rule: rule.into(), detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_errors_name_the_field_never_a_rust_type() {
+        let e = schema_error(
+            "Failed to deserialize the JSON body into the target type: missing field `attestation` at line 1 column 20",
+        );
+        match e {
+            ApiError::Validation { field, rule, detail } => {
+                assert_eq!((field.as_str(), rule.as_str()), ("attestation", "required"));
+                assert!(!detail.contains("struct"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match schema_error("roles[0]: unknown variant `root`, expected one of `platform_admin`, `org_admin`") {
+            ApiError::Validation { field, rule, .. } => {
+                assert_eq!((field.as_str(), rule.as_str()), ("roles[0]", "enum"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match schema_error("attestation: invalid type: string \"x\", expected struct NewAttestation at line 1 column 9")
+        {
+            ApiError::Validation { detail, .. } => assert!(!detail.contains("NewAttestation"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_error_code_maps_to_a_distinct_meaning() {
+        use dermagate_domain::ErrorCode::*;
+        let statuses: Vec<u16> = [
+            Validation,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            InFlight,
+            Unprocessable,
+            TooManyRequests,
+            PayloadTooLarge,
+            Unavailable,
+            InsufficientStorage,
+            OutcomeUnknown,
+            Internal,
+        ]
+        .into_iter()
+        .map(|c| ApiError::from(ServiceError::new(c, "x")).status().as_u16())
+        .collect();
+        assert_eq!(statuses, [400, 401, 403, 404, 409, 409, 422, 429, 413, 503, 507, 504, 500]);
+    }
 }

@@ -2,7 +2,7 @@
 //! key (on every authenticated request). Over the limit the answer is 429 with `Retry-After`
 //! and the IETF `RateLimit` / `RateLimit-Policy` headers. Limits are per node: spreading over
 //! nodes multiplies a caller's budget by the node count, which the defaults account for;
-//! brute force against passwords is bounded cluster-wide by the replicated lockout instead.
+//! guessing passwords is slowed cluster-wide by the replicated sign-in throttle instead.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -108,34 +108,9 @@ impl RateLimits {
     }
 }
 
-/// The caller's source address, when the server knows it (not in socket-less router tests).
-/// Behind a trusted proxy (HAProxy with `option forwardfor`), it is the address the proxy saw,
-/// taken from the last `X-Forwarded-For` entry; from anyone else that header is ignored.
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl axum::extract::FromRequestParts<crate::AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &crate::AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-        let forwarded = || {
-            let header = parts.headers.get("x-forwarded-for")?.to_str().ok()?;
-            header.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
-        };
-        let ip = match peer {
-            Some(p) if state.settings.trusted_proxies.contains(&p) => forwarded().or(Some(p)),
-            other => other,
-        };
-        Ok(ClientIp(ip))
-    }
-}
-
 impl RateLimits {
     /// The per-IP budget of the sign-in endpoints (login and token).
-    pub fn check_sign_in(&self, ip: &ClientIp) -> Result<(), ApiError> {
+    pub fn check_sign_in(&self, ip: &crate::extract::ClientIp) -> Result<(), ApiError> {
         match ip.0 {
             Some(ip) => self.sign_in_by_ip.check(&ip),
             None => Ok(()),

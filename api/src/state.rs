@@ -1,30 +1,45 @@
-//! The shared state of the API handlers, and the wall clock the API stamps into commands.
+//! What every handler shares: the domain services, the Raft node (for cluster operations and
+//! probes), the model engine, the limits, and the settings of the HTTP surface.
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dermagate_domain::services::analyses::Analyses;
+use dermagate_domain::services::audit::Audit;
+use dermagate_domain::services::identity::Identity;
 use dermagate_raft::RaftNode;
-use dermagate_storage::model::{Command, Request, Response};
-use dermagate_storage::Store;
 
-use crate::auth::password::Passwords;
-use crate::auth::tokens::TokenService;
-use crate::error::ApiError;
+use crate::rate_limit::RateLimits;
+use crate::routes::analyses::input::InputLimits;
+use crate::routes::analyses::slots::AnalysisSlots;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// Largest accepted request body.
+    /// Largest accepted request body (analyses and restores have their own).
     pub max_body_bytes: usize,
     /// Server-side deadline of a request.
     pub request_timeout: Duration,
-    /// How long a rotated client secret keeps working.
-    pub client_secret_overlap: Duration,
-    pub lockout: dermagate_storage::model::LockoutPolicy,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
     /// Proxies whose `X-Forwarded-For` is believed (for per-IP limits).
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    pub analyses: crate::analyses::AnalysisSettings,
+    pub analyses: AnalysisLimits,
+    /// How long a rotated client secret keeps working.
+    pub client_secret_overlap: Duration,
+    /// age recipients (X25519 `age1...`) a backup is encrypted to; without one, no backup leaves.
+    pub backup_recipients: Vec<String>,
+    /// Strict-Transport-Security max-age; 0 sends none.
+    pub hsts_max_age_secs: u64,
+}
+
+/// Limits of the analysis endpoint, from the configuration.
+#[derive(Debug, Clone)]
+pub struct AnalysisLimits {
+    pub input: InputLimits,
+    /// Longest an analysis may wait for and use a worker.
+    pub deadline: Duration,
+    /// Longest the body of an analysis may take to arrive: a slow upload cannot hold a slot.
+    pub body_deadline: Duration,
 }
 
 impl Default for ApiSettings {
@@ -32,30 +47,36 @@ impl Default for ApiSettings {
         ApiSettings {
             max_body_bytes: 20 << 20,
             request_timeout: Duration::from_secs(30),
-            client_secret_overlap: Duration::from_secs(24 * 3600),
-            lockout: Default::default(),
             rate_limits: Default::default(),
             trusted_proxies: Vec::new(),
-            analyses: Default::default(),
+            analyses: AnalysisLimits {
+                input: InputLimits { max_images: 3, max_image_bytes: 8 << 20, max_body_bytes: 36 << 20 },
+                deadline: Duration::from_secs(10),
+                body_deadline: Duration::from_secs(20),
+            },
+            client_secret_overlap: Duration::from_secs(24 * 3600),
+            backup_recipients: Vec::new(),
+            hsts_max_age_secs: 31_536_000,
         }
     }
 }
 
 pub struct Inner {
     pub node: Arc<RaftNode>,
-    pub store: Arc<Store>,
-    pub tokens: TokenService,
-    pub passwords: Passwords,
+    pub identity: Arc<Identity>,
+    pub analyses: Analyses,
+    pub audit: Audit,
     pub settings: ApiSettings,
     /// HTTPS client trusting the cluster CA, for asking peers about themselves.
     pub peer_http: Option<reqwest::Client>,
-    /// This node's own base URL, for links in discovery documents.
+    /// The cluster's public base URL (the load balancer's): the issuer, and the base of every
+    /// advertised endpoint and `Location`, whichever node answers.
     pub public_url: String,
-    pub rate_limits: std::sync::Arc<crate::rate_limit::RateLimits>,
+    pub rate_limits: Arc<RateLimits>,
     /// The model runtime and its bounded worker pool.
     pub engine: Arc<dermagate_inference::Engine>,
-    /// Analysis requests allowed to hold their bodies in memory at once (beyond: 503 at once).
-    pub analysis_slots: Arc<tokio::sync::Semaphore>,
+    /// Analysis requests allowed to hold their bodies in memory at once, shared fairly.
+    pub slots: Arc<AnalysisSlots>,
 }
 
 #[derive(Clone)]
@@ -69,72 +90,13 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Replicates a command and turns its business outcome into an API result.
-    pub async fn commit(&self, command: Command) -> Result<(), ApiError> {
-        if let Some(problem) = self.node.disk_problem() {
-            return Err(ApiError::InsufficientStorage(format!("this node takes no new data: {problem}")));
-        }
-        let revocation = command.is_revocation();
-        let (response, index) = self.node.write_indexed(Request::new(now_ms(), command)).await?;
-        if revocation {
-            // Waiting the staleness bound for every member makes the bound hold with no delay:
-            // a member that has not confirmed by then has stopped authenticating.
-            self.node.propagate(index, self.node.settings().staleness_bound).await;
-        }
-        match response {
-            Response::Ok => Ok(()),
-            Response::Conflict { reason } => Err(ApiError::Conflict(reason)),
-            Response::NotFound { what } => Err(ApiError::NotFound(what)),
-            Response::Rejected { reason } => Err(ApiError::Unprocessable(reason)),
-        }
+    /// An absolute URL of `path` under the public URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url)
     }
 }
 
-impl AppState {
-    /// Reads local state; on a miss, catches up with the leader and reads again, so a record
-    /// written through another node a moment ago is found here too (a miss is authoritative).
-    pub async fn read_fresh<T>(&self, read: impl Fn() -> Result<Option<T>, ApiError>) -> Result<Option<T>, ApiError> {
-        if let Some(found) = read()? {
-            return Ok(Some(found));
-        }
-        if let Err(e) = self.node.catch_up(Duration::from_secs(1)).await {
-            tracing::debug!(error = %e, "could not catch up with the leader; answering from local state");
-        }
-        read()
-    }
-
-    /// Runs a scan of the replicated state on the blocking pool (point reads stay inline: they
-    /// take microseconds; scans grow with the data).
-    pub async fn scan<T: Send + 'static>(
-        &self,
-        scan: impl FnOnce(&Store) -> Result<T, dermagate_storage::StoreError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || scan(&store)).await.map_err(ApiError::internal)??)
-    }
-
-    /// Makes the next local read linearizable: this node applies everything the leader had
-    /// committed when the call began, so the read sees every write acknowledged before it
-    /// started, on whichever node. Refused (503) when the leader cannot be reached.
-    pub async fn linearizable(&self) -> Result<(), ApiError> {
-        self.node.catch_up(Duration::from_secs(1)).await.map_err(|e| ApiError::Unavailable {
-            detail: format!("cannot confirm the latest state with the leader: {e}"),
-            retry_after_secs: 1,
-        })
-    }
-
-    /// Catches up with the leader before a listing, so it includes writes made elsewhere.
-    pub async fn catch_up_for_listing(&self) {
-        if let Err(e) = self.node.catch_up(Duration::from_secs(1)).await {
-            tracing::debug!(error = %e, "listing from local state without catching up");
-        }
-    }
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-pub fn now_secs() -> i64 {
-    now_ms() / 1000
+/// RFC 3339 (UTC, milliseconds) of a unix time in milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -37,8 +37,8 @@ pub async fn poll(targets: &Targets, history: &History) -> Vec<Sample> {
             ready: a.status == Some(200),
             role: b["role"].as_str().unwrap_or("unknown").to_string(),
             term: b["term"].as_u64().unwrap_or(0),
-            leader: b["leader_id"].as_u64(),
-            applied: b["applied_index"].as_u64().unwrap_or(0),
+            leader: b["leaderId"].as_u64(),
+            applied: b["appliedIndex"].as_u64().unwrap_or(0),
         }
     });
     futures::future::join_all(asks).await

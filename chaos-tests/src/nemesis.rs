@@ -317,8 +317,8 @@ impl Nemesis<'_> {
         })
         .await?;
         let key = RevocableKey {
-            path: format!("/v1/organizations/{org}/clients/{}", created.str("client_id").context("client_id")?),
-            secret: created.str("client_secret").context("client_secret")?,
+            path: format!("/v1/organizations/{org}/clients/{}", created.str("clientId").context("client_id")?),
+            secret: created.str("clientSecret").context("client_secret")?,
         };
         // Every node must know the key before the fault, or "refused" would prove nothing.
         let credential = Credential::ApiKey(key.secret.clone());
@@ -429,7 +429,7 @@ impl Nemesis<'_> {
         })
         .await?;
         let (client_id, secret) =
-            (created.str("client_id").context("client_id")?, created.str("client_secret").context("client_secret")?);
+            (created.str("clientId").context("client_id")?, created.str("clientSecret").context("client_secret")?);
         let rest: Vec<IpAddr> = majority.iter().map(|n| self.ip(*n)).collect();
         self.firewall.partition(&[self.ip(old)], &rest)?;
         let cut_at = Instant::now();
@@ -510,7 +510,7 @@ impl Nemesis<'_> {
         let req =
             self.targets.post(&format!("node{node}"), &format!("/v1/organizations/{org}/clients")).bearer_auth(&admin);
         let a = self.targets.send(req.json(&body), Duration::from_secs(5)).await;
-        let path = a.str("client_id").map(|id| format!("/v1/organizations/{org}/clients/{id}"));
+        let path = a.str("clientId").map(|id| format!("/v1/organizations/{org}/clients/{id}"));
         inv.done(a.status, path);
         tokio::time::sleep(t.hold).await;
         disk.free()?;

@@ -96,8 +96,8 @@ pub struct Register {
 async fn create_org(targets: &Targets, admin: &str, name: &str, store_images: bool) -> anyhow::Result<String> {
     let body = json!({
         "name": name,
-        "attestation": { "contract_reference": format!("chaos-{name}"), "attested_by": "chaos suite" },
-        "store_images": store_images,
+        "attestation": { "contractReference": format!("chaos-{name}"), "attestedBy": "chaos suite" },
+        "storeImages": store_images,
     });
     let a = retry(targets, |t| targets.post(t, "/v1/organizations").bearer_auth(admin).json(&body)).await?;
     a.str("id").context("organisation id")
@@ -133,8 +133,8 @@ impl Tenant {
             targets.post(t, &format!("/v1/organizations/{org_id}/clients")).bearer_auth(&oa_token).json(&body)
         })
         .await?;
-        let client_id = client.str("client_id").context("client_id")?;
-        let client_secret = client.str("client_secret").context("client_secret")?;
+        let client_id = client.str("clientId").context("client_id")?;
+        let client_secret = client.str("clientSecret").context("client_secret")?;
         let mut regs = Vec::with_capacity(registers);
         for i in 0..registers {
             let initial = format!("register-{run}-{i}-initial");

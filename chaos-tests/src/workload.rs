@@ -281,7 +281,7 @@ impl Workload {
                 let inv = self.history.invoke(&process, OpClass::Write, "create_client", &target);
                 let req = self.targets.post(&target, &format!("/v1/organizations/{org}/clients")).bearer_auth(&token);
                 let a = self.targets.send(req.json(&body), REQUEST_TIMEOUT).await;
-                let path = a.str("client_id").map(|id| format!("/v1/organizations/{org}/clients/{id}"));
+                let path = a.str("clientId").map(|id| format!("/v1/organizations/{org}/clients/{id}"));
                 inv.done(a.status, path);
             }
             self.pause(&mut rng, 120, 280).await;
@@ -358,9 +358,9 @@ impl Workload {
                 let inv = self.history.invoke("revoker", OpClass::Write, "create_client", &target);
                 let req = self.targets.post(&target, &format!("/v1/organizations/{org}/clients")).bearer_auth(&admin);
                 let a = self.targets.send(req.json(&body), REQUEST_TIMEOUT).await;
-                let id = a.str("client_id");
+                let id = a.str("clientId");
                 inv.done(a.status, id.as_ref().map(|id| format!("/v1/organizations/{org}/clients/{id}")));
-                let (id, secret) = (id?, a.str("client_secret")?);
+                let (id, secret) = (id?, a.str("clientSecret")?);
                 if kind == "client_deleted" {
                     let path = format!("/v1/organizations/{org}/clients/{id}");
                     let revoke = move |t: &Targets, target: &str| t.delete(target, &path).bearer_auth(&admin);

@@ -135,7 +135,9 @@ async fn t10_a_report_survives_the_node_that_computed_it() -> anyhow::Result<()>
     let location = r.headers()["location"].to_str()?.to_string();
     let report: Value = r.json().await?;
     check_report_shape(&report);
-    assert_eq!(location, format!("/v1/analyses/{}", report["id"].as_str().unwrap()));
+    // Under the cluster's public URL (here node 1's: the cluster runs without a load balancer).
+    assert_eq!(location, c.url(1, &format!("/v1/analyses/{}", report["id"].as_str().unwrap())));
+    let location = format!("/v1/analyses/{}", report["id"].as_str().unwrap());
     assert_eq!(report["subject"], "subj-0001");
     assert_eq!(report["bodySite"]["code"], "ARM_LEFT");
 
@@ -488,7 +490,8 @@ fn check_fhir_bundle(bundle: &Value, report: &Value) {
     }
     let dr = &entries.iter().find(|e| e["resource"]["resourceType"] == "DiagnosticReport").unwrap()["resource"];
     assert_eq!(dr["id"], report["id"]);
-    assert_eq!(dr["status"], "final");
+    assert_eq!(dr["status"], "preliminary", "the output supports a clinician's decision; it is not final");
+    assert_eq!(dr["code"]["coding"][0]["system"], "http://loinc.org");
     assert_eq!(dr["conclusionCode"][0]["coding"][0]["system"], ICD11);
     assert_eq!(dr["conclusionCode"][0]["coding"][0]["code"], report["conclusions"][0]["code"]);
     let device = &entries.iter().find(|e| e["resource"]["resourceType"] == "Device").unwrap()["resource"];
@@ -626,7 +629,7 @@ async fn t30_series_idempotency_isolation_images_and_erasure() -> anyhow::Result
         .client
         .patch(c.url(1, &format!("/v1/organizations/{org}")))
         .bearer_auth(&token)
-        .json(&json!({"store_images": true}))
+        .json(&json!({"storeImages": true}))
         .send()
         .await?;
     assert_eq!(r.status(), 200);
@@ -729,7 +732,7 @@ async fn t50_a_follower_behind_on_reports_with_images_catches_up() -> anyhow::Re
         .client
         .patch(c.url(1, &format!("/v1/organizations/{org}")))
         .bearer_auth(&token)
-        .json(&json!({"store_images": true}))
+        .json(&json!({"storeImages": true}))
         .send()
         .await?;
     assert_eq!(r.status(), 200);
@@ -752,10 +755,10 @@ async fn t50_a_follower_behind_on_reports_with_images_catches_up() -> anyhow::Re
     c.resume(lagging);
 
     phase("it catches up within seconds and the cluster stays available");
-    let target = c.health(leader).await.unwrap()["applied_index"].as_u64().unwrap();
+    let target = c.health(leader).await.unwrap()["appliedIndex"].as_u64().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let applied = c.health(lagging).await.and_then(|h| h["applied_index"].as_u64()).unwrap_or(0);
+        let applied = c.health(lagging).await.and_then(|h| h["appliedIndex"].as_u64()).unwrap_or(0);
         if applied >= target {
             break;
         }
@@ -827,7 +830,7 @@ async fn t60_images_live_off_the_log_on_a_quorum_and_every_node_gets_its_copy() 
         .client
         .patch(c.url(1, &format!("/v1/organizations/{org}")))
         .bearer_auth(&token)
-        .json(&json!({"store_images": true}))
+        .json(&json!({"storeImages": true}))
         .send()
         .await?;
     assert_eq!(r.status(), 200);
@@ -911,5 +914,106 @@ async fn t60_images_live_off_the_log_on_a_quorum_and_every_node_gets_its_copy() 
         blob_files(&c, down).is_disjoint(&digests)
     })
     .await?;
+    Ok(())
+}
+
+/// A local S3-compatible server (moto, from PyPI) for the S3 blob backend; killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl S3Server {
+    async fn start(bucket: &str) -> anyhow::Result<S3Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("moto_server (pip install 'moto[server]', done by scripts/install-deps.sh): {e}")
+            })?;
+        let server = S3Server { child, url: format!("http://127.0.0.1:{port}") };
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.put(format!("{}/{bucket}", server.url)).send().await {
+                if r.status().is_success() {
+                    return Ok(server);
+                }
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "the S3 server did not start");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Keys of the bucket's objects.
+    async fn keys(&self, bucket: &str) -> anyhow::Result<Vec<String>> {
+        let xml = reqwest::get(format!("{}/{bucket}?list-type=2", self.url)).await?.text().await?;
+        Ok(xml.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(String::from).collect())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_images_can_live_in_a_shared_s3_bucket_sealed() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let bucket = "dermagate-images";
+    let s3 = S3Server::start(bucket).await?;
+    let keys = tempfile::tempdir()?;
+    let (id_file, secret_file) = (keys.path().join("id"), keys.path().join("secret"));
+    std::fs::write(&id_file, "testing")?;
+    std::fs::write(&secret_file, "testing")?;
+    let (id_file, secret_file) = (id_file.display().to_string(), secret_file.display().to_string());
+    let env = [
+        ("DERMAGATE_STORAGE__BLOBS__BACKEND", "s3"),
+        ("DERMAGATE_STORAGE__BLOBS__S3__BUCKET", bucket),
+        ("DERMAGATE_STORAGE__BLOBS__S3__ENDPOINT", s3.url.as_str()),
+        ("DERMAGATE_STORAGE__BLOBS__S3__ALLOW_HTTP", "true"),
+        ("DERMAGATE_STORAGE__BLOBS__S3__ACCESS_KEY_ID_FILE", id_file.as_str()),
+        ("DERMAGATE_STORAGE__BLOBS__S3__SECRET_ACCESS_KEY_FILE", secret_file.as_str()),
+    ];
+    let c = TestCluster::start(3, &env).await?;
+    let admin = c.admin_token(1).await?;
+    let (org, token) = tenant(&c, &admin).await?;
+    let r = c
+        .client
+        .patch(c.url(1, &format!("/v1/organizations/{org}")))
+        .bearer_auth(&token)
+        .json(&json!({"storeImages": true}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+
+    phase("an image stored through one node is one sealed object, served by every node");
+    let (s, report) =
+        analyse(&c, 1, &token, &request(vec![image_json(&jpeg(&sharp(800, 600)), "image/jpeg")], "subj-s3")).await?;
+    assert_eq!(s, 201, "{report}");
+    let id = report["id"].as_str().unwrap();
+    let (s, first) = image_bytes(&c, 2, &token, id, 0).await?;
+    assert_eq!(s, 200);
+    for node in [1, 3] {
+        assert_eq!(image_bytes(&c, node, &token, id, 0).await?, (200, first.clone()), "node {node}");
+    }
+    let objects = s3.keys(bucket).await?;
+    let digest = sha256_hex(&first);
+    assert_eq!(objects, vec![format!("dermagate/blobs/{digest}")]);
+    let object = reqwest::get(format!("{}/{bucket}/{}", s3.url, objects[0])).await?.bytes().await?;
+    assert!(!object.windows(64).any(|w| w == &first[1000..1064]), "the bucket holds no plaintext image");
+    for node in c.ids() {
+        assert!(blob_files(&c, node).is_empty(), "node {node} keeps no local copy with a shared store");
+    }
+
+    phase("erasure deletes the object");
+    let (s, _) = c.delete(3, "/v1/subjects/subj-s3", &token).await?;
+    assert_eq!(s, 200);
+    assert!(s3.keys(bucket).await?.is_empty(), "the erased subject's image is gone from the bucket");
     Ok(())
 }

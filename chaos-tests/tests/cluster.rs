@@ -148,7 +148,7 @@ async fn t40_a_fourth_node_joins_then_leaves() -> anyhow::Result<()> {
     assert!(!cluster.is_ready(4).await, "a node outside any cluster must not be ready");
 
     phase("add node 4 through a follower: learner, catch-up, voter");
-    let body = json!({ "id": 4, "raft_addr": n4.raft_addr, "api_url": n4.api_url });
+    let body = json!({ "id": 4, "raftAddr": n4.raft_addr, "apiUrl": n4.api_url });
     let (status, view) = cluster.post(follower, "/v1/cluster/nodes", &token, &body).await?;
     assert_eq!(status, 201, "{view}");
     let (_, view) = cluster.get(leader, "/v1/cluster", &token).await?;
@@ -204,15 +204,7 @@ async fn t50_a_peer_with_a_foreign_ca_certificate_is_refused() -> anyhow::Result
 
     phase("its vote request with a huge term is refused at the TLS handshake");
     let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(1_000, 9), None);
-    let result: Result<serde_json::Value, _> = net
-        .call(
-            leader,
-            &cluster.node(leader).raft_addr,
-            dermagate_raft::network::Rpc::Vote,
-            &vote,
-            Duration::from_secs(3),
-        )
-        .await;
+    let result = net.vote(leader, &cluster.node(leader).raft_addr, &vote, Duration::from_secs(3)).await;
     assert!(result.is_err(), "the rogue peer got an answer: {result:?}");
 
     phase("a certificate of the cluster CA for another node cannot speak for a member");
@@ -230,15 +222,8 @@ async fn t50_a_peer_with_a_foreign_ca_certificate_is_refused() -> anyhow::Result
         dermagate_raft::network::Network::new(Some(impostor_tls), &dermagate_raft::RaftSettings::default(), None);
     let member = cluster.ids().into_iter().find(|id| *id != leader).expect("member");
     let claims_to_be_member = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(1_000, member), None);
-    let result: Result<serde_json::Value, _> = impostor
-        .call(
-            leader,
-            &cluster.node(leader).raft_addr,
-            dermagate_raft::network::Rpc::Vote,
-            &claims_to_be_member,
-            Duration::from_secs(3),
-        )
-        .await;
+    let result =
+        impostor.vote(leader, &cluster.node(leader).raft_addr, &claims_to_be_member, Duration::from_secs(3)).await;
     assert!(result.is_err(), "node 9's certificate was accepted for node {member}: {result:?}");
 
     phase("nothing changed: same leader, same term");
@@ -308,8 +293,8 @@ async fn t70_no_plaintext_personal_data_in_any_data_directory() -> anyhow::Resul
     phase("write personal data through the public API");
     let body = json!({
         "name": markers[0],
-        "attestation": { "contract_reference": markers[2], "attested_by": "Dr Marker" },
-        "store_images": true,
+        "attestation": { "contractReference": markers[2], "attestedBy": "Dr Marker" },
+        "storeImages": true,
     });
     let (status, org) = cluster.post(leader, "/v1/organizations", &token, &body).await?;
     assert_eq!(status, 201);

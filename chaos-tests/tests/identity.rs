@@ -180,10 +180,10 @@ async fn t30_revocations_hold_on_every_node() -> anyhow::Result<()> {
         c.post(1, &format!("/v1/organizations/{org}/clients"), &oa, &json!({"name": "pacs integration"})).await?;
     assert_eq!(s, 201, "{client}");
     let (id, secret) =
-        (client["client_id"].as_str().unwrap().to_string(), client["client_secret"].as_str().unwrap().to_string());
+        (client["clientId"].as_str().unwrap().to_string(), client["clientSecret"].as_str().unwrap().to_string());
     let (s, listed) = c.get(2, &format!("/v1/organizations/{org}/clients/{id}"), &oa).await?;
     assert_eq!(s, 200);
-    assert!(listed.get("client_secret").is_none(), "the secret is shown once only");
+    assert!(listed.get("clientSecret").is_none(), "the secret is shown once only");
     let r = c
         .client
         .post(c.url(2, "/oauth/token"))
@@ -238,21 +238,25 @@ async fn unique_admin(c: &TestCluster, admin: &str, org: &str) -> anyhow::Result
     Ok(name)
 }
 
+/// M1, M3: guesses are judged in the replicated log's order (no race lets more than the
+/// threshold be evaluated), slow the guesser's address, never lock the real user out, and an
+/// unknown user cannot be told from a wrong password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t40_brute_force_is_locked_out_cluster_wide_without_user_enumeration() -> anyhow::Result<()> {
+async fn t40_guessing_is_throttled_cluster_wide_without_locking_the_user_out() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let env = [("DERMAGATE_AUTH__LOCKOUT__MAX_FAILURES", "5"), ("DERMAGATE_AUTH__LOCKOUT__WAIT_INCREMENT_SECS", "60")];
+    let env =
+        [("DERMAGATE_AUTH__THROTTLE__PER_SOURCE_FAILURES", "5"), ("DERMAGATE_AUTH__THROTTLE__BASE_WAIT_SECS", "60")];
     let c = TestCluster::start(3, &env).await?;
     let admin = c.admin_token(1).await?;
     let (_, _, _, clinician) = tenant(&c, 1, &admin).await?;
-
-    phase("unknown user and wrong password get the same answer");
-    let attempt = |node: u64, user: String, pw: &'static str| {
+    // Node addresses trust loopback as a proxy, so X-Forwarded-For stands for distinct clients.
+    let attempt = |node: u64, user: String, pw: &'static str, from: &'static str| {
         let c = &c;
         async move {
             let r = c
                 .client
                 .post(c.url(node, "/v1/auth/login"))
+                .header("x-forwarded-for", from)
                 .json(&json!({"username": user, "password": pw}))
                 .send()
                 .await
@@ -260,24 +264,35 @@ async fn t40_brute_force_is_locked_out_cluster_wide_without_user_enumeration() -
             (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
-    let (s1, b1) = attempt(1, clinician.clone(), "wrong-password-1").await;
-    let (s2, b2) = attempt(1, unique("nobody"), "wrong-password-1").await;
+
+    phase("unknown user and wrong password get the same answer");
+    let (s1, b1) = attempt(1, clinician.clone(), "wrong-password-1", "10.0.0.9").await;
+    let (s2, b2) = attempt(1, unique("nobody"), "wrong-password-1", "10.0.0.9").await;
     assert_eq!((s1, b1["detail"].clone()), (s2, b2["detail"].clone()));
 
-    phase("four more failures spread over the three nodes lock the account");
-    for (i, node) in [2, 3, 1, 2].into_iter().enumerate() {
-        let (s, _) = attempt(node, clinician.clone(), if i % 2 == 0 { "bad-a" } else { "bad-b" }).await;
-        assert_eq!(s, 401);
+    phase("24 wrong and 1 right guess at once from one address, over three nodes");
+    let mut guesses = Vec::new();
+    for i in 0..25u64 {
+        let pw = if i == 12 { PASSWORD } else { "a-wrong-guess-000" };
+        guesses.push(attempt(1 + i % 3, clinician.clone(), pw, "10.6.6.6"));
     }
-    let r = c
-        .client
-        .post(c.url(3, "/v1/auth/login"))
-        .json(&json!({"username": clinician, "password": PASSWORD}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 401, "the right password must not work while locked");
-    let locked_body: Value = r.json().await?;
-    assert_eq!(locked_body["detail"], b1["detail"], "lockout must look like any failure");
+    let answers: Vec<(u16, Value)> = futures::future::join_all(guesses).await;
+    let judged = answers.iter().filter(|(s, _)| *s == 401).count();
+    let throttled: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 429).map(|(_, b)| b).collect();
+    assert!(judged <= 5, "{judged} wrong guesses were judged; the threshold is 5: {answers:?}");
+    assert!(throttled.len() >= 19, "the rest must wait: {answers:?}");
+
+    phase("an unknown user is throttled the same way (no enumeration)");
+    let nobody = unique("nobody");
+    let mut last = 0;
+    for _ in 0..6 {
+        last = attempt(2, nobody.clone(), "x-wrong-guess-1", "10.7.7.7").await.0;
+    }
+    assert_eq!(last, 429);
+
+    phase("the real user, from their own address, is not locked out");
+    let (s, body) = attempt(3, clinician.clone(), PASSWORD, "10.1.2.3").await;
+    assert_eq!(s, 200, "{body}");
     Ok(())
 }
 
@@ -323,7 +338,9 @@ async fn t50_rbac_matrix_and_tenant_isolation() -> anyhow::Result<()> {
         assert_eq!(s == 201, is("platform_admin") || is("org_admin"), "{role} create user -> {s}");
         let (s, _) = c.get(1, &format!("/v1/organizations/{org_a}/users"), t).await?;
         assert_eq!(s == 200, !is("clinician"), "{role} list users -> {s}");
-        let (s, _) = c.post(1, &format!("/v1/organizations/{org_a}/clients"), t, &json!({"name": "x"})).await?;
+        let (s, _) = c
+            .post(1, &format!("/v1/organizations/{org_a}/clients"), t, &json!({"name": "x", "breakGlass": true}))
+            .await?;
         assert_eq!(s == 201, is("platform_admin") || is("org_admin"), "{role} create client -> {s}");
         let (s, _) = c.post(1, "/v1/signing-keys/rotate", t, &json!({})).await?;
         assert_eq!(s == 200, is("platform_admin"), "{role} rotate keys -> {s}");
@@ -332,7 +349,7 @@ async fn t50_rbac_matrix_and_tenant_isolation() -> anyhow::Result<()> {
                 1,
                 "/v1/cluster/nodes",
                 t,
-                &json!({"id": 9, "raft_addr": "127.0.0.1:1", "api_url": "https://127.0.0.1:1"}),
+                &json!({"id": 9, "raftAddr": "127.0.0.1:1", "apiUrl": "https://127.0.0.1:1"}),
             )
             .await?;
         assert!(!is("platform_admin") || s != 403, "{role} add node -> {s}");
@@ -340,6 +357,16 @@ async fn t50_rbac_matrix_and_tenant_isolation() -> anyhow::Result<()> {
             assert_eq!(s, 403, "{role} add node -> {s}");
         }
     }
+
+    phase("M6: the platform mints no credential inside a tenant unless it says break-glass, which the tenant sees");
+    let (s, _) = c.post(1, &format!("/v1/organizations/{org_a}/clients"), &admin, &json!({"name": "quiet"})).await?;
+    assert_eq!(s, 403, "a data-scoped key in another organisation needs breakGlass");
+    let (s, trail) = c.get(2, "/v1/audit?limit=500", &oa_a).await?;
+    assert_eq!(s, 200, "{trail}");
+    let break_glass = trail["items"].as_array().expect("items").iter().any(|e| {
+        e["action"] == "client_created_break_glass" && e["actor"].as_str().is_some_and(|a| a.starts_with("platform:"))
+    });
+    assert!(break_glass, "organisation A's trail shows the platform's break-glass client: {trail}");
 
     phase("mass assignment: an org admin cannot grant platform_admin nor set status or organisation");
     let (s, _) = c
@@ -356,7 +383,7 @@ async fn t50_rbac_matrix_and_tenant_isolation() -> anyhow::Result<()> {
             1,
             &format!("/v1/organizations/{org_a}/users"),
             &oa_a,
-            &json!({"username": unique("x"), "password": PASSWORD, "roles": ["clinician"], "organization_id": org_b}),
+            &json!({"username": unique("x"), "password": PASSWORD, "roles": ["clinician"], "organizationId": org_b}),
         )
         .await?;
     assert_eq!(s, 400);
@@ -484,7 +511,7 @@ async fn t80_users_register_only_through_single_use_invitations() -> anyhow::Res
     let reg = json!({"invitation": code, "username": who, "password": PASSWORD});
     let (s, user) = c.post(2, "/v1/auth/register", "", &reg).await?;
     assert_eq!(s, 201, "{user}");
-    assert_eq!(user["organization_id"].as_str(), Some(org.as_str()));
+    assert_eq!(user["organizationId"].as_str(), Some(org.as_str()));
     assert_eq!(user["roles"], json!(["clinician"]));
     c.login(3, &who, PASSWORD).await?;
 
@@ -502,7 +529,7 @@ async fn t80_users_register_only_through_single_use_invitations() -> anyhow::Res
             1,
             &format!("/v1/organizations/{org}/invitations"),
             &oa,
-            &json!({"roles": ["auditor"], "expires_in_secs": 1}),
+            &json!({"roles": ["auditor"], "expiresInSecs": 1}),
         )
         .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;

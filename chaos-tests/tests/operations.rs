@@ -83,7 +83,7 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
     use serde_json::json;
     let _serial = serial().await;
     let keys = tempfile::tempdir()?;
-    let kek = keys.path().join("backup.kek");
+    let identity = keys.path().join("operator-identity.txt");
     let backup = keys.path().join("cluster.backup");
     let password = "restored-password-123";
     let marker = unique("ZZMARKER-Backup-Clinic");
@@ -97,7 +97,7 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
                 1,
                 "/v1/organizations",
                 &admin,
-                &json!({"name": marker, "attestation": {"contract_reference": "c-1", "attested_by": "qa"}, "store_images": true}),
+                &json!({"name": marker, "attestation": {"contractReference": "c-1", "attestedBy": "qa"}, "storeImages": true}),
             )
             .await?;
         assert_eq!(s, 201);
@@ -112,11 +112,17 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
             )
             .await?;
         assert_eq!(s, 201);
-        let (s, client) =
-            c.post(3, &format!("/v1/organizations/{org_id}/clients"), &admin, &json!({"name": "pacs"})).await?;
+        let (s, client) = c
+            .post(
+                3,
+                &format!("/v1/organizations/{org_id}/clients"),
+                &admin,
+                &json!({"name": "pacs", "breakGlass": true}),
+            )
+            .await?;
         assert_eq!(s, 201);
-        client_id = client["client_id"].as_str().expect("client_id").to_string();
-        secret = client["client_secret"].as_str().expect("secret").to_string();
+        client_id = client["clientId"].as_str().expect("client_id").to_string();
+        secret = client["clientSecret"].as_str().expect("secret").to_string();
 
         phase("a report in a subject's time series");
         let user_token = c.login(1, &username, password).await?;
@@ -138,19 +144,25 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
         image = got.bytes().await?.to_vec();
         report = r;
 
-        phase("backup, sealed under a key file");
-        assert!(std::process::Command::new(binary()).args(["kek", "--out"]).arg(&kek).status()?.success());
+        phase("backup: it leaves the node encrypted to the operator's age recipient");
+        std::fs::copy(c.dir.path().join("backup-identity.txt"), &identity)?;
         let out = std::process::Command::new(binary())
             .args(["backup", "--dir"])
             .arg(c.dir.path())
             .arg("--out")
             .arg(&backup)
-            .arg("--kek-file")
-            .arg(&kek)
             .output()?;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let bytes = std::fs::read(&backup)?;
+        assert!(bytes.starts_with(b"age-encryption.org/v1"), "an age file");
         assert!(!bytes.windows(marker.len()).any(|w| w == marker.as_bytes()), "the backup file is not sealed");
+        phase("what the API answers is ciphertext too: no plaintext leaves over HTTP");
+        let r = c.client.get(c.url(2, "/v1/cluster/backup")).bearer_auth(&admin).send().await?;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/vnd.age");
+        let body = r.bytes().await?;
+        assert!(!body.windows(marker.len()).any(|w| w == marker.as_bytes()));
+        assert!(!body.windows(7).any(|w| w == b"$argon2"), "no password hash in clear");
         phase("wipe the cluster");
     }
 
@@ -159,8 +171,8 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
     let out = std::process::Command::new(binary())
         .args(["restore", "--backup"])
         .arg(&backup)
-        .arg("--kek-file")
-        .arg(&kek)
+        .arg("--identity")
+        .arg(&identity)
         .arg("--dir")
         .arg(dir.path())
         .output()?;
@@ -196,15 +208,15 @@ async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> 
     let r = restored.client.get(restored.url(2, "/v1/me")).header("x-api-key", &secret).send().await?;
     assert_eq!(r.status(), 200);
     let me: serde_json::Value = r.json().await?;
-    assert_eq!(me["client_id"].as_str(), Some(client_id.as_str()));
+    assert_eq!(me["clientId"].as_str(), Some(client_id.as_str()));
 
-    phase("a wrong key cannot open the backup");
-    let other = keys.path().join("other.kek");
-    assert!(std::process::Command::new(binary()).args(["kek", "--out"]).arg(&other).status()?.success());
+    phase("another identity cannot open the backup");
+    let other = keys.path().join("other-identity.txt");
+    assert!(std::process::Command::new(binary()).args(["backup-key", "--out"]).arg(&other).status()?.success());
     let out = std::process::Command::new(binary())
         .args(["restore", "--backup"])
         .arg(&backup)
-        .arg("--kek-file")
+        .arg("--identity")
         .arg(&other)
         .arg("--dir")
         .arg(keys.path().join("never"))

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub inference: InferenceConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
 }
 
 /// The model, its worker pool and the device's input limits.
@@ -56,6 +58,10 @@ pub struct InferenceConfig {
     pub idempotency_ttl_secs: u64,
     /// Longest side of the stored copy of an image (organisations that opted in).
     pub stored_image_max_side: u32,
+    /// Longest the body of an analysis may take to arrive (a slow upload frees its slot).
+    pub body_deadline_ms: u64,
+    /// Analysis slots one organisation may hold at once; 0: half of the node's.
+    pub per_tenant_slots: usize,
     pub quality: QualityConfig,
 }
 
@@ -72,6 +78,8 @@ impl Default for InferenceConfig {
             max_body_bytes: 36 << 20,
             idempotency_ttl_secs: 24 * 3600,
             stored_image_max_side: 1024,
+            body_deadline_ms: 20_000,
+            per_tenant_slots: 0,
             quality: QualityConfig::default(),
         }
     }
@@ -105,8 +113,14 @@ impl Default for QualityConfig {
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
-    /// The URL other nodes and clients use to reach this node's API.
+    /// The cluster's public base URL (the load balancer's, or the one node clients use): the
+    /// token issuer and the base of every advertised endpoint and `Location`. The same on
+    /// every node.
     pub public_url: String,
+    /// This node's own URL, for peers and operators (`cluster.initial_members[].api_url`);
+    /// defaults to `public_url`.
+    #[serde(default)]
+    pub advertise_url: Option<String>,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     #[serde(default = "default_request_timeout")]
@@ -117,6 +131,20 @@ pub struct ApiConfig {
     /// Load balancers whose `X-Forwarded-For` header names the real client (per-IP limits).
     #[serde(default = "default_trusted_proxies")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Strict-Transport-Security max-age in seconds (0 sends none).
+    #[serde(default = "default_hsts")]
+    pub hsts_max_age_secs: u64,
+}
+
+fn default_hsts() -> u64 {
+    31_536_000
+}
+
+/// Backups leave the cluster only encrypted to these age recipients (X25519, `age1...`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    pub recipients: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +189,52 @@ pub struct StorageConfig {
     /// refuses writes (507) and declines replicated entries until space is freed. 0 disables.
     #[serde(default = "default_min_free_mb")]
     pub min_free_mb: u64,
+    /// Where image blobs (stored copies of analysed images) are kept.
+    #[serde(default)]
+    pub blobs: BlobsConfig,
+}
+
+/// The blob backend: `files` (each node's data directory, replicated by the nodes themselves;
+/// the default) or `s3` (one S3-compatible bucket shared by every node).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsConfig {
+    #[serde(default)]
+    pub backend: BlobBackendKind,
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobBackendKind {
+    #[default]
+    Files,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// An S3-compatible endpoint (`https://minio.internal:9000`); unset means AWS.
+    pub endpoint: Option<String>,
+    /// Key prefix of the blobs in the bucket.
+    #[serde(default = "default_s3_prefix")]
+    pub prefix: String,
+    pub access_key_id_file: PathBuf,
+    pub secret_access_key_file: PathBuf,
+    /// Plain HTTP to the endpoint (only for a store on the same host or a test).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+fn default_s3_prefix() -> String {
+    "dermagate/blobs".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,29 +299,48 @@ pub struct AuthConfig {
     #[serde(default = "default_secret_overlap")]
     pub client_secret_overlap_secs: u64,
     #[serde(default)]
-    pub lockout: LockoutConfig,
+    pub throttle: ThrottleConfig,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
 }
 
+/// Sign-in throttling (decided in the replicated state machine): failures per (username, source
+/// address) make that source wait, growing waits that expire by themselves; a much higher
+/// per-username threshold caps distributed guessing with a short wait. Nothing is permanent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LockoutConfig {
-    pub max_failures: u32,
-    pub wait_increment_secs: u64,
+pub struct ThrottleConfig {
+    pub per_source_failures: u32,
+    pub per_user_failures: u32,
+    pub base_wait_secs: u64,
     pub max_wait_secs: u64,
-    pub failure_reset_secs: u64,
-    pub permanent_after_lockouts: u32,
+    pub per_user_max_wait_secs: u64,
+    pub forget_after_secs: u64,
 }
 
-impl Default for LockoutConfig {
+impl Default for ThrottleConfig {
     fn default() -> Self {
-        LockoutConfig {
-            max_failures: 5,
-            wait_increment_secs: 60,
-            max_wait_secs: 900,
-            failure_reset_secs: 12 * 3600,
-            permanent_after_lockouts: 5,
+        let d = dermagate_domain::records::ThrottlePolicy::default();
+        ThrottleConfig {
+            per_source_failures: d.per_source_failures,
+            per_user_failures: d.per_user_failures,
+            base_wait_secs: (d.base_wait_ms / 1000) as u64,
+            max_wait_secs: (d.max_wait_ms / 1000) as u64,
+            per_user_max_wait_secs: (d.per_user_max_wait_ms / 1000) as u64,
+            forget_after_secs: (d.forget_after_ms / 1000) as u64,
+        }
+    }
+}
+
+impl ThrottleConfig {
+    pub fn policy(&self) -> dermagate_domain::records::ThrottlePolicy {
+        dermagate_domain::records::ThrottlePolicy {
+            per_source_failures: self.per_source_failures,
+            per_user_failures: self.per_user_failures,
+            base_wait_ms: (self.base_wait_secs * 1000) as i64,
+            max_wait_ms: (self.max_wait_secs * 1000) as i64,
+            per_user_max_wait_ms: (self.per_user_max_wait_secs * 1000) as i64,
+            forget_after_ms: (self.forget_after_secs * 1000) as i64,
         }
     }
 }
@@ -285,7 +378,7 @@ impl Default for AuthConfig {
             password_min_length: default_password_min(),
             signing_key_rotation_days: default_key_rotation_days(),
             client_secret_overlap_secs: default_secret_overlap(),
-            lockout: LockoutConfig::default(),
+            throttle: ThrottleConfig::default(),
             rate_limit: RateLimitConfig::default(),
         }
     }
@@ -462,11 +555,35 @@ impl NodeConfig {
                 }
             }
         }
+        if self.storage.blobs.backend == BlobBackendKind::S3 {
+            let Some(s3) = &self.storage.blobs.s3 else {
+                return Err(bad("storage.blobs.s3", "the s3 backend needs a [storage.blobs.s3] section"));
+            };
+            if s3.bucket.trim().is_empty() {
+                return Err(bad("storage.blobs.s3.bucket", "must name a bucket"));
+            }
+            for (key, file) in [
+                ("storage.blobs.s3.access_key_id_file", &s3.access_key_id_file),
+                ("storage.blobs.s3.secret_access_key_file", &s3.secret_access_key_file),
+            ] {
+                if !file.is_file() {
+                    return Err(bad(key, format!("{} is not a readable file", file.display())));
+                }
+            }
+            if let Some(e) = &s3.endpoint {
+                if !(e.starts_with("https://") || (s3.allow_http && e.starts_with("http://"))) {
+                    return Err(bad(
+                        "storage.blobs.s3.endpoint",
+                        "must be an https:// URL (or http:// with allow_http)",
+                    ));
+                }
+            }
+        }
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 24 * 3600 {
             return Err(bad("auth.access_token_ttl_secs", "must be between 1 and 86400"));
         }
-        if self.auth.lockout.max_failures == 0 {
-            return Err(bad("auth.lockout.max_failures", "must be positive"));
+        if self.auth.throttle.per_source_failures == 0 || self.auth.throttle.per_user_failures == 0 {
+            return Err(bad("auth.throttle", "failure thresholds must be positive"));
         }
         if self.auth.signing_key_rotation_days == 0 {
             return Err(bad("auth.signing_key_rotation_days", "must be positive"));

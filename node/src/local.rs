@@ -65,7 +65,12 @@ fn config_path(dir: &Path, id: u64) -> PathBuf {
     node_dir(dir, id).join("node.toml")
 }
 
-fn node_config(dir: &Path, id: u64, ports: &[Ports], members: &str) -> String {
+/// The operator's age identity of a local cluster: backups are encrypted to it.
+pub const BACKUP_IDENTITY: &str = "backup-identity.txt";
+/// The ports reserved for the load balancer (API and statistics), written once.
+const LB_PORTS: &str = "lb-ports";
+
+fn node_config(dir: &Path, id: u64, ports: &[Ports], members: &str, recipient: &str) -> String {
     let p = &ports[(id - 1) as usize];
     let nd = node_dir(dir, id);
     let certs = dir.join("certs");
@@ -85,7 +90,9 @@ data_dir = "{data}"
 
 [api]
 listen = "{api}"
+# The cluster's public URL: the load balancer's with --lb, else node 1's (set at each `up`).
 public_url = "https://{api}"
+advertise_url = "https://{api}"
 
 [raft]
 listen = "{raft}"
@@ -102,8 +109,13 @@ kek_file = "{kek}"
 [metrics]
 listen = "{metrics}"
 
+[backup]
+# The operator's age identity is {identity} (made by `local up`).
+recipients = ["{recipient}"]
+
 [cluster]
 {bootstrap}"#,
+        identity = dir.join(BACKUP_IDENTITY).display(),
         data = nd.join("data").display(),
         api = host_port(p.ip, p.api),
         raft = host_port(p.ip, p.raft),
@@ -140,12 +152,39 @@ fn prepare(dir: &Path, nodes: u64, addr_base: Option<Ipv4Addr>) -> anyhow::Resul
     let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
     certs::write_private(&dir.join("admin-password"), password.as_bytes())?;
     let ports = free_ports(&ips)?;
+    let lb = free_ports(&[IpAddr::from([127, 0, 0, 1])])?;
+    std::fs::write(dir.join(LB_PORTS), format!("{} {}\n", lb[0].api, lb[0].metrics))?;
+    let recipient = crate::backup::new_identity(&dir.join(BACKUP_IDENTITY))?;
     let members = members_toml(&ports);
     for id in 1..=nodes {
         let nd = node_dir(dir, id);
         std::fs::create_dir_all(nd.join("data"))?;
         certs::write_private(&nd.join("kek.key"), Kek::generate_hex().as_bytes())?;
-        std::fs::write(config_path(dir, id), node_config(dir, id, &ports, &members))?;
+        std::fs::write(config_path(dir, id), node_config(dir, id, &ports, &members, &recipient))?;
+    }
+    Ok(())
+}
+
+/// The load balancer's (API, statistics) ports of the cluster in `dir`.
+fn lb_ports(dir: &Path) -> anyhow::Result<(u16, u16)> {
+    let text = std::fs::read_to_string(dir.join(LB_PORTS)).context("reading the reserved load-balancer ports")?;
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    match (it.next(), it.next()) {
+        (Some(Ok(api)), Some(Ok(stats))) => Ok((api, stats)),
+        _ => bail!("{} is malformed", dir.join(LB_PORTS).display()),
+    }
+}
+
+/// Points every node's `api.public_url` at `url` (the same on every node: it is the issuer).
+fn set_public_url(dir: &Path, count: u64, url: &str) -> anyhow::Result<()> {
+    for id in 1..=count {
+        let path = config_path(dir, id);
+        let text = std::fs::read_to_string(&path)?;
+        let rewritten: Vec<String> = text
+            .lines()
+            .map(|l| if l.starts_with("public_url = ") { format!("public_url = \"{url}\"") } else { l.to_string() })
+            .collect();
+        std::fs::write(&path, rewritten.join("\n") + "\n")?;
     }
     Ok(())
 }
@@ -154,7 +193,7 @@ fn entry_for(dir: &Path, id: u64, pid: u32) -> anyhow::Result<NodeEntry> {
     let cfg = crate::config::NodeConfig::load(&config_path(dir, id)).map_err(|e| anyhow!("{e}"))?;
     Ok(NodeEntry {
         id,
-        api_url: cfg.api.public_url.clone(),
+        api_url: cfg.api.advertise_url.clone().unwrap_or_else(|| cfg.api.public_url.clone()),
         raft_addr: cfg.raft.advertise.clone(),
         metrics_url: cfg.metrics.listen.map(|a| format!("http://{a}/metrics")).unwrap_or_default(),
         pid,
@@ -192,6 +231,7 @@ fn node_count(dir: &Path) -> u64 {
 }
 
 pub async fn up(dir: &Path, nodes: u64, with_lb: bool, addr_base: Option<Ipv4Addr>) -> anyhow::Result<()> {
+    let with_lb_asked = with_lb;
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
     }
@@ -212,6 +252,14 @@ pub async fn up(dir: &Path, nodes: u64, with_lb: bool, addr_base: Option<Ipv4Add
         prepare(&dir, nodes, addr_base)?;
         nodes
     };
+    let with_lb = with_lb && lb::haproxy_installed();
+    let lb_url = match lb_ports(&dir) {
+        Ok((port, _)) if with_lb => Some(format!("https://127.0.0.1:{port}")),
+        _ => None,
+    };
+    let node1 = crate::config::NodeConfig::load(&config_path(&dir, 1)).map_err(|e| anyhow!("{e}"))?;
+    let own = node1.api.advertise_url.clone().unwrap_or_else(|| node1.api.public_url.clone());
+    set_public_url(&dir, count, lb_url.as_deref().unwrap_or(&own))?;
     let mut entries = Vec::new();
     for id in 1..=count {
         let pid = spawn_node(&dir, id)?;
@@ -226,20 +274,18 @@ pub async fn up(dir: &Path, nodes: u64, with_lb: bool, addr_base: Option<Ipv4Add
     };
     file.write(&dir)?;
     wait_until_serving(&file, Duration::from_secs(90)).await?;
-    if with_lb {
+    if lb_url.is_some() {
         start_balancer(&dir, &mut file).await?;
+    } else if with_lb_asked {
+        eprintln!("warning: haproxy is not installed; the cluster runs without a load balancer");
     }
     print_summary(&dir, &file);
     Ok(())
 }
 
 async fn start_balancer(dir: &Path, file: &mut ClusterFile) -> anyhow::Result<()> {
-    if !lb::haproxy_installed() {
-        eprintln!("warning: haproxy is not installed; starting the cluster without a load balancer");
-        return Ok(());
-    }
-    let ports = free_ports(&[IpAddr::from([127, 0, 0, 1])])?;
-    let balancer = lb::start(dir, file, ports[0].api, ports[0].metrics)?;
+    let (port, stats) = lb_ports(dir)?;
+    let balancer = lb::start(dir, file, port, stats)?;
     file.lb_url = Some(balancer.url.clone());
     file.lb_pid = Some(balancer.pid);
     file.write(dir)?;

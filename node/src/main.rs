@@ -1,10 +1,12 @@
 //! The `dermagate` binary: one executable for serving a node, creating certificates, running a
 //! local cluster and benchmarking it. `anyhow` lives here, at the edge, and nowhere below.
 
+mod audit;
 mod backup;
 mod bench;
 mod bench_analyses;
 mod bench_auth;
+mod blob_s3;
 mod certs;
 mod cluster_file;
 mod config;
@@ -52,22 +54,27 @@ enum Cmd {
         #[command(subcommand)]
         command: BenchCmd,
     },
-    /// Export the replicated state of a running local cluster, sealed under a key file.
+    /// Export the replicated state of a running local cluster, as the node encrypted it to the
+    /// operator's age recipients.
     Backup {
         #[arg(long, default_value = ".local-cluster")]
         dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// Key (64 hex characters, as made by `dermagate kek`) that seals the backup.
+    },
+    /// Make an age identity for backups (mode 0600) and print its recipient for `[backup]
+    /// recipients`.
+    BackupKey {
         #[arg(long)]
-        kek_file: PathBuf,
+        out: PathBuf,
     },
     /// Start a new local cluster in DIR from a backup.
     Restore {
         #[arg(long)]
         backup: PathBuf,
+        /// The age identity the backup was encrypted to.
         #[arg(long)]
-        kek_file: PathBuf,
+        identity: PathBuf,
         #[arg(long)]
         dir: PathBuf,
         #[arg(long, default_value_t = 3)]
@@ -77,6 +84,29 @@ enum Cmd {
     Kek {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Print the OpenAPI document of the API (what `/openapi.json` serves; committed as
+    /// `docs/openapi.json`).
+    Openapi,
+    /// The audit trail of a node's data directory.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check every organisation's hash chain; exit 1 naming the first broken record. The node
+    /// must be stopped (or verify a copy of its data directory).
+    Verify {
+        /// The node's configuration (its data_dir and storage.kek_file).
+        #[arg(long, conflicts_with_all = ["data_dir", "kek_file"])]
+        config: Option<PathBuf>,
+        #[arg(long, requires = "kek_file")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, requires = "data_dir")]
+        kek_file: Option<PathBuf>,
     },
 }
 
@@ -274,8 +304,30 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
             println!("wrote {}", path.display());
             Ok(())
         }
-        Cmd::Backup { dir, out, kek_file } => rt.block_on(backup::backup(&dir, &out, &kek_file)),
-        Cmd::Restore { backup, kek_file, dir, nodes } => rt.block_on(backup::restore(&backup, &kek_file, &dir, nodes)),
+        Cmd::Backup { dir, out } => rt.block_on(backup::backup(&dir, &out)),
+        Cmd::BackupKey { out } => {
+            println!("{}", backup::new_identity(&out)?);
+            Ok(())
+        }
+        Cmd::Restore { backup, identity, dir, nodes } => rt.block_on(backup::restore(&backup, &identity, &dir, nodes)),
+        Cmd::Audit { command: AuditCmd::Verify { config, data_dir, kek_file } } => {
+            let (data_dir, kek_file) = match (config, data_dir, kek_file) {
+                (Some(path), _, _) => {
+                    let c = config::NodeConfig::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    (c.data_dir, c.storage.kek_file)
+                }
+                (None, Some(d), Some(k)) => (d, k),
+                _ => anyhow::bail!("give --config, or --data-dir and --kek-file"),
+            };
+            if !audit::verify(&data_dir, &kek_file)? {
+                anyhow::bail!("the audit trail was tampered with (see above)");
+            }
+            Ok(())
+        }
+        Cmd::Openapi => {
+            println!("{}", dermagate_api::openapi::json());
+            Ok(())
+        }
         Cmd::Kek { out } => {
             certs::write_private(&out, dermagate_storage::Kek::generate_hex().as_bytes())?;
             println!("wrote key-encryption key {}", out.display());

@@ -14,18 +14,21 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use axum_server::tls_rustls::RustlsConfig;
-use dermagate_api::analyses::input::InputLimits;
-use dermagate_api::analyses::AnalysisSettings;
-use dermagate_api::auth::password::{PasswordSettings, Passwords};
-use dermagate_api::auth::tokens::{TokenService, TokenSettings};
 use dermagate_api::rate_limit::{Limit, RateLimitSettings, RateLimits};
-use dermagate_api::{ApiSettings, AppState, Inner};
+use dermagate_api::routes::analyses::input::InputLimits;
+use dermagate_api::routes::analyses::slots::AnalysisSlots;
+use dermagate_api::{AnalysisLimits, ApiSettings, AppState, Inner};
+use dermagate_domain::services::analyses::{Analyses, AnalysisSettings};
+use dermagate_domain::services::audit::Audit;
+use dermagate_domain::services::identity::{Identity, IdentitySettings};
+use dermagate_domain::services::passwords::{PasswordSettings, Passwords};
+use dermagate_domain::services::tokens::{TokenService, TokenSettings};
+use dermagate_domain::services::Context as ServiceContext;
 use dermagate_inference::decode::DecodeLimits;
 use dermagate_inference::quality::QualityThresholds;
 use dermagate_inference::{Engine, EngineSettings, Model};
 use dermagate_raft::network::Network;
 use dermagate_raft::{NodeInfo, PeerTls, RaftNode, RaftSettings};
-use dermagate_storage::model::LockoutPolicy;
 use dermagate_storage::{Kek, Store};
 
 use crate::config::NodeConfig;
@@ -33,7 +36,11 @@ use crate::{telemetry, tls};
 
 /// Where image blobs are kept: files in the data directory unless configured otherwise.
 fn blob_backend(config: &NodeConfig) -> anyhow::Result<Arc<dyn dermagate_storage::BlobBackend>> {
-    Ok(Arc::new(dermagate_storage::FileBlobs::new(&config.data_dir).context("opening the blob directory")?))
+    let blobs = &config.storage.blobs;
+    Ok(match (blobs.backend, &blobs.s3) {
+        (crate::config::BlobBackendKind::S3, Some(s3)) => Arc::new(crate::blob_s3::S3Blobs::new(s3)?),
+        _ => Arc::new(dermagate_storage::FileBlobs::new(&config.data_dir).context("opening the blob directory")?),
+    })
 }
 
 /// Outgoing Raft connections leave from the address Raft listens on, when it is a specific one.
@@ -115,13 +122,21 @@ pub fn engine(config: &NodeConfig) -> anyhow::Result<Engine> {
     Ok(Engine::new(model, settings))
 }
 
-fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>, engine: Engine) -> anyhow::Result<AppState> {
+/// The domain services of this node, over its store (state), its Raft node (replicator and
+/// blob store) and the identity settings of the configuration.
+pub fn services(
+    config: &NodeConfig,
+    node: Arc<RaftNode>,
+    store: Arc<Store>,
+) -> anyhow::Result<(Arc<Identity>, Analyses, Audit)> {
     let a = &config.auth;
+    let ctx = ServiceContext { state: store, replicator: node.clone(), blobs: node };
     let tokens = TokenService::new(
-        store.clone(),
+        ctx.state.clone(),
         TokenSettings {
-            // The issuer is cluster-wide: every node must issue and accept the same value.
-            issuer: a.issuer.clone().unwrap_or_else(|| TokenSettings::default().issuer),
+            // The issuer is cluster-wide: every node issues and accepts the same value, the
+            // public URL the discovery document is served from (RFC 8414 §3.3).
+            issuer: a.issuer.clone().unwrap_or_else(|| config.api.public_url.trim_end_matches('/').to_string()),
             audience: a.audience.clone(),
             access_ttl: Duration::from_secs(a.access_token_ttl_secs),
             leeway: Duration::from_secs(a.clock_leeway_secs),
@@ -134,6 +149,28 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>, engine
         min_length: a.password_min_length,
     })
     .map_err(|e| anyhow!(e))?;
+    let identity = Arc::new(Identity {
+        ctx: ctx.clone(),
+        tokens: Arc::new(tokens),
+        passwords,
+        settings: IdentitySettings { throttle: a.throttle.policy() },
+    });
+    let i = &config.inference;
+    // The holder of a key has finished or failed by then: the analysis deadline, then one
+    // replicated write (its own timeout), with a second of margin.
+    let lease = Duration::from_millis(i.deadline_ms + config.raft.write_timeout_ms + 1000);
+    let analyses = Analyses {
+        ctx: ctx.clone(),
+        settings: AnalysisSettings {
+            idempotency_ttl_ms: (i.idempotency_ttl_secs * 1000) as i64,
+            idempotency_lease_ms: lease.as_millis() as i64,
+        },
+    };
+    Ok((identity, analyses, Audit { ctx }))
+}
+
+fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>, engine: Engine) -> anyhow::Result<AppState> {
+    let (identity, analyses, audit) = services(config, node.clone(), store)?;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&config.tls.ca_file)?).context("CA certificate")?;
     let peer_http = reqwest::Client::builder()
         .use_rustls_tls()
@@ -143,52 +180,48 @@ fn app_state(config: &NodeConfig, node: Arc<RaftNode>, store: Arc<Store>, engine
         .timeout(Duration::from_secs(2))
         .build()
         .context("peer HTTP client")?;
-    let l = &a.lockout;
-    let lockout = LockoutPolicy {
-        max_failures: l.max_failures,
-        wait_increment_ms: (l.wait_increment_secs * 1000) as i64,
-        max_wait_ms: (l.max_wait_secs * 1000) as i64,
-        failure_reset_ms: (l.failure_reset_secs * 1000) as i64,
-        permanent_after: l.permanent_after_lockouts,
-    };
-    let r = &a.rate_limit;
+    let r = &config.auth.rate_limit;
     let rate_limits = RateLimitSettings {
         per_ip_sign_in: Limit { per_second: r.sign_in_per_ip_per_second, burst: r.sign_in_per_ip_burst },
         per_principal: Limit { per_second: r.per_principal_per_second, burst: r.per_principal_burst },
     };
+    let i = &config.inference;
+    // What the pool holds (running + queued), plus one body being read per worker.
+    let capacity = 2 * engine.settings().workers + engine.settings().queue;
     Ok(AppState(Arc::new(Inner {
         node,
-        store,
-        tokens,
-        passwords,
+        identity,
+        analyses,
+        audit,
         settings: ApiSettings {
             max_body_bytes: config.api.max_body_bytes,
             request_timeout: Duration::from_millis(config.api.request_timeout_ms),
-            client_secret_overlap: Duration::from_secs(a.client_secret_overlap_secs),
-            lockout,
             rate_limits,
             trusted_proxies: config.api.trusted_proxies.clone(),
-            analyses: AnalysisSettings {
-                limits: InputLimits {
-                    max_images: config.inference.max_images,
-                    max_image_bytes: config.inference.max_image_bytes,
-                    max_body_bytes: config.inference.max_body_bytes,
+            analyses: AnalysisLimits {
+                input: InputLimits {
+                    max_images: i.max_images,
+                    max_image_bytes: i.max_image_bytes,
+                    max_body_bytes: i.max_body_bytes,
                 },
-                deadline: Duration::from_millis(config.inference.deadline_ms),
-                idempotency_ttl: Duration::from_secs(config.inference.idempotency_ttl_secs),
+                deadline: Duration::from_millis(i.deadline_ms),
+                body_deadline: Duration::from_millis(i.body_deadline_ms),
             },
+            client_secret_overlap: Duration::from_secs(config.auth.client_secret_overlap_secs),
+            backup_recipients: config.backup.recipients.clone(),
+            hsts_max_age_secs: config.api.hsts_max_age_secs,
         },
         peer_http: Some(peer_http),
         public_url: config.api.public_url.trim_end_matches('/').to_string(),
         rate_limits: RateLimits::new(&rate_limits),
-        // What the pool holds (running + queued), plus one body being read per worker.
-        analysis_slots: Arc::new(tokio::sync::Semaphore::new(2 * engine.settings().workers + engine.settings().queue)),
+        slots: AnalysisSlots::new(capacity, i.per_tenant_slots),
         engine: Arc::new(engine),
     })))
 }
 
-/// On the bootstrap node: once a leader exists, create the operator organisation, the initial
-/// administrator and the first signing key (idempotent; retried until it succeeds).
+/// On the bootstrap node: once a leader exists, record the cluster secret and create the
+/// operator organisation, the initial administrator and the first signing key (idempotent;
+/// retried until it succeeds).
 fn spawn_bootstrap(config: &NodeConfig, state: AppState) -> anyhow::Result<()> {
     if !config.cluster.bootstrap {
         return Ok(());
@@ -203,7 +236,7 @@ fn spawn_bootstrap(config: &NodeConfig, state: AppState) -> anyhow::Result<()> {
     tokio::spawn(async move {
         loop {
             if state.node.wait_for_leader(Duration::from_secs(5)).await.is_some() {
-                match dermagate_api::bootstrap::ensure_bootstrap(&state, admin.clone()).await {
+                match dermagate_domain::services::bootstrap::ensure(&state.identity, admin.clone()).await {
                     Ok(()) => return,
                     Err(e) => tracing::warn!(error = %e, "bootstrap not complete yet; retrying"),
                 }
@@ -212,6 +245,22 @@ fn spawn_bootstrap(config: &NodeConfig, state: AppState) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Housekeeping on the leader: signing-key rotation and purges of expired records.
+fn spawn_maintenance(state: AppState, rotate_after: Duration) {
+    tokio::spawn(async move {
+        let mut maintenance = dermagate_domain::services::maintenance::Maintenance::new(rotate_after);
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            if state.node.status().role != "leader" {
+                continue;
+            }
+            if let Err(e) = maintenance.tick(&state.identity).await {
+                tracing::warn!(error = %e, "maintenance round failed; retrying later");
+            }
+        }
+    });
 }
 
 /// Reads the free disk space often enough that a filling disk is noticed before it is full.
@@ -285,8 +334,7 @@ pub async fn run(config: NodeConfig, engine: Engine, shutdown: impl Future<Outpu
 
     let state = app_state(&config, node.clone(), store.clone(), engine)?;
     spawn_bootstrap(&config, state.clone())?;
-    let rotate_after = Duration::from_secs(config.auth.signing_key_rotation_days * 86_400);
-    tokio::spawn(dermagate_api::maintenance::run(state.clone(), Duration::from_secs(30), rotate_after));
+    spawn_maintenance(state.clone(), Duration::from_secs(config.auth.signing_key_rotation_days * 86_400));
     let app = dermagate_api::router(state);
     let handle = axum_server::Handle::<SocketAddr>::new();
     let api = axum_server::bind_rustls(config.api.listen, RustlsConfig::from_config(api_tls))

@@ -136,3 +136,67 @@ fn t60_a_model_whose_manifest_and_graph_disagree_stops_the_node_before_binding()
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("inference.model_dir"), "{}", stderr(&out));
 }
+
+/// Writes audited commands into a store the way Raft applies them, then closes it.
+fn store_with_trail(data: &Path, kek: &dermagate_storage::Kek) {
+    use dermagate_domain::command::Command;
+    use dermagate_domain::records::{AuditEvent, PLATFORM_ORG_ID};
+    use openraft::storage::RaftStateMachine;
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        let (store, _, mut sm) = dermagate_storage::open(data, kek).unwrap();
+        let mut commands = vec![Command::EnsureClusterSecret { secret: vec![3; 32] }];
+        for i in 0..5 {
+            commands.push(Command::Audit(AuditEvent {
+                action: "backup_exported".into(),
+                actor: "platform:tester".into(),
+                org_id: PLATFORM_ORG_ID,
+                target: format!("cluster-{i}"),
+                outcome: "done".into(),
+                detail: String::new(),
+            }));
+        }
+        let entries: Vec<_> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| openraft::Entry {
+                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: openraft::EntryPayload::Normal(dermagate_domain::Request::new(1_000 + i as i64, "tester", c)),
+            })
+            .collect();
+        sm.apply(entries).await.unwrap();
+        store.flush().unwrap();
+    });
+}
+
+#[test]
+fn t70_audit_verify_detects_an_altered_or_removed_record() {
+    use dermagate_domain::keys;
+    use dermagate_domain::records::{AuditRecord, PLATFORM_ORG_ID};
+    let dir = tempfile::tempdir().unwrap();
+    let kek_file = dir.path().join("kek.key");
+    assert!(dermagate(&["kek", "--out", kek_file.to_str().unwrap()]).status.success());
+    let kek = dermagate_storage::Kek::from_file(&kek_file).unwrap();
+    let data = dir.path().join("data");
+    store_with_trail(&data, &kek);
+    let verify = || {
+        dermagate(&["audit", "verify", "--data-dir", data.to_str().unwrap(), "--kek-file", kek_file.to_str().unwrap()])
+    };
+    let out = verify();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact"));
+
+    // Someone with the key edits record 3 (its contents, keeping its hash).
+    {
+        let store = dermagate_storage::Store::open(&data, &kek).unwrap();
+        let key = keys::audit(&PLATFORM_ORG_ID, 3);
+        let mut record: AuditRecord = store.get_json(dermagate_storage::db::CF_SM_DATA, &key).unwrap().unwrap();
+        record.event.target = "something else".into();
+        store.overwrite_record_offline(&key, &serde_json::to_vec(&record).unwrap()).unwrap();
+        store.flush().unwrap();
+    }
+    let out = verify();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("BROKEN at record 3") && text.contains("altered"), "{text}");
+}

@@ -40,7 +40,7 @@ pub enum BlobError {
 }
 
 /// The chunks of one blob as a stream (the first chunk names it).
-fn chunks(digest: String, bytes: Arc<Vec<u8>>) -> impl futures::Stream<Item = BlobChunk> {
+pub(crate) fn chunks(digest: String, bytes: Arc<Vec<u8>>) -> impl futures::Stream<Item = BlobChunk> {
     let size = bytes.len() as u64;
     let count = bytes.len().div_ceil(CHUNK_BYTES).max(1);
     futures::stream::iter((0..count).map(move |i| {
@@ -213,12 +213,14 @@ pub async fn keep(node: Arc<RaftNode>, mut work: tokio::sync::mpsc::UnboundedRec
 /// local blobs that no report names (freed by an erasure, or orphaned past the grace period).
 async fn rescan(node: &RaftNode) -> Result<Vec<String>, BlobError> {
     let store = node.store().clone();
-    let referenced: BTreeSet<String> = tokio::task::spawn_blocking(move || store.all_stored_images())
-        .await
-        .map_err(|e| BlobError::Store(dermagate_storage::StoreError::Join(e.to_string())))??
-        .into_iter()
-        .map(|i| i.digest)
-        .collect();
+    let referenced: BTreeSet<String> =
+        tokio::task::spawn_blocking(move || dermagate_domain::reads::all_stored_images(store.as_ref()))
+            .await
+            .map_err(|e| BlobError::Store(dermagate_storage::StoreError::Join(e.to_string())))?
+            .map_err(|e| BlobError::Store(e.into()))?
+            .into_iter()
+            .map(|i| i.digest)
+            .collect();
     let held = node.blobs().list().await?;
     // A shared store is collected by the leader only; every node collects its own files.
     let collect = !node.blobs().shared() || node.raft().metrics().borrow().state == openraft::ServerState::Leader;
@@ -227,9 +229,12 @@ async fn rescan(node: &RaftNode) -> Result<Vec<String>, BlobError> {
             if referenced.contains(digest) {
                 continue;
             }
-            let gone = node.store().blob_is_gone(digest)?;
+            let store = node.store().as_ref();
+            let gone = dermagate_domain::reads::blob_is_gone(store, digest).map_err(|e| BlobError::Store(e.into()))?;
             let old = SystemTime::now().duration_since(*written).unwrap_or_default() > GC_GRACE;
-            if (gone || old) && !node.store().blob_is_referenced(digest)? {
+            let referenced =
+                dermagate_domain::reads::blob_is_referenced(store, digest).map_err(|e| BlobError::Store(e.into()))?;
+            if (gone || old) && !referenced {
                 node.blobs().delete(digest).await?;
                 metrics::counter!("dermagate_blob_collected_total").increment(1);
                 tracing::info!(digest = %digest, erased = gone, "unreferenced blob deleted");
@@ -251,38 +256,49 @@ mod tests {
 
     use super::*;
     use crate::proto::raft_service_server::{RaftService, RaftServiceServer};
-    use crate::proto::{BlobStored, BlobWanted, Payload};
+    use crate::proto::*;
 
     /// A peer that answers every blob request with the bytes it was given, whatever was asked.
     struct LyingPeer(Vec<u8>);
 
-    type Answer = Result<Response<Payload>, Status>;
+    fn refuse<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented("test peer"))
+    }
 
     #[tonic::async_trait]
     impl RaftService for LyingPeer {
-        async fn append_entries(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn append_entries(
+            &self,
+            _: Request<AppendEntriesRequest>,
+        ) -> Result<Response<AppendEntriesResponse>, Status> {
+            refuse()
         }
-        async fn vote(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn vote(&self, _: Request<VoteRequest>) -> Result<Response<VoteResponse>, Status> {
+            refuse()
         }
-        async fn install_snapshot(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn install_snapshot(
+            &self,
+            _: Request<InstallSnapshotRequest>,
+        ) -> Result<Response<InstallSnapshotResponse>, Status> {
+            refuse()
         }
-        async fn client_write(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn client_write(&self, _: Request<ClientWriteRequest>) -> Result<Response<ClientWriteResponse>, Status> {
+            refuse()
         }
-        async fn change_membership(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn change_membership(
+            &self,
+            _: Request<ChangeMembershipRequest>,
+        ) -> Result<Response<ChangeMembershipResponse>, Status> {
+            refuse()
         }
-        async fn read_index(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn read_index(&self, _: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+            refuse()
         }
-        async fn wait_applied(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn wait_applied(&self, _: Request<WaitAppliedRequest>) -> Result<Response<WaitAppliedResponse>, Status> {
+            refuse()
         }
-        async fn pre_vote(&self, _: Request<Payload>) -> Answer {
-            Err(Status::unimplemented("test peer"))
+        async fn pre_vote(&self, _: Request<PreVoteRequest>) -> Result<Response<PreVoteResponse>, Status> {
+            refuse()
         }
         async fn put_blob(&self, _: Request<tonic::Streaming<BlobChunk>>) -> Result<Response<BlobStored>, Status> {
             Err(Status::unimplemented("test peer"))

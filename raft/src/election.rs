@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::network::Rpc;
 use crate::node::RaftNode;
 use crate::NodeId;
 
@@ -27,7 +25,7 @@ use crate::NodeId;
 const TICK: Duration = Duration::from_millis(10);
 
 /// "Would you vote for me if I stood for `term`?" Asking changes nothing on either side.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PreVoteRequest {
     pub candidate: NodeId,
     pub term: u64,
@@ -35,7 +33,7 @@ pub struct PreVoteRequest {
     pub last_log: Option<(u64, u64)>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PreVoteAnswer {
     pub granted: bool,
     pub reason: String,
@@ -157,8 +155,7 @@ async fn pre_vote(node: &RaftNode, term: u64, voters: &BTreeSet<NodeId>) -> bool
         node.members().into_iter().filter(|(id, _)| *id != node.id() && voters.contains(id)).map(|(id, info)| {
             let request = request.clone();
             async move {
-                let answer: Result<PreVoteAnswer, _> =
-                    node.network().call(id, &info.raft_addr, Rpc::PreVote, &request, timeout).await;
+                let answer = node.network().pre_vote(id, &info.raft_addr, &request, timeout).await;
                 match answer {
                     Ok(a) if a.granted => true,
                     Ok(a) => {

@@ -1,7 +1,7 @@
 //! Errors of the Raft layer as the API sees them: a write either succeeded, certainly failed, or
 //! has an unknown outcome, and the last is never reported as success.
 
-#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// No leader is known (election in progress or quorum lost); nothing was proposed.
     #[error("no leader is available to accept the write")]
@@ -19,7 +19,7 @@ pub enum WriteError {
     Internal(String),
 }
 
-#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
     #[error("{0}")]
     Invalid(String),

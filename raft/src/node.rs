@@ -5,52 +5,30 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dermagate_storage::model::{Request, Response};
+use dermagate_domain::{Outcome, Request};
 use dermagate_storage::{BlobStore, LogStore, StateMachineStore, Store};
 use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::contact::LeaderContact;
 use crate::error::{MembershipError, WriteError};
 use crate::freshness::{Currency, Freshness};
-use crate::network::{CallError, Network, Rpc};
+use crate::network::{LeaderAnswer, MembershipOp, Network};
 use crate::settings::RaftSettings;
 use crate::{NodeId, NodeInfo, TypeConfig};
 
 /// How often a write waiting for a leader looks again.
 const LEADER_POLL: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ForwardedWrite {
-    pub request: Request,
-}
-
-/// The leader's answer to a forwarded write.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum LeaderAnswer {
-    /// Committed and applied on the leader at this log index.
-    Done(Response, u64),
-    /// This node is not (or no longer) the leader and the entry was not kept: safe to retry.
-    NotLeader,
-    Unknown(String),
-    ShuttingDown,
-}
-
 /// How one attempt of a write ended.
 enum Attempt {
-    Done(Response, u64),
+    Done(Outcome, u64),
     /// Try again (at the next leader); `maybe_proposed` when this attempt may have been proposed.
     Retry {
         maybe_proposed: bool,
     },
     Stop(WriteError),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum MembershipOp {
-    Add { id: NodeId, info: NodeInfo },
-    Remove { id: NodeId },
 }
 
 pub struct RaftNode {
@@ -264,13 +242,13 @@ impl RaftNode {
     ///
     /// On success this node has applied the write too, so a read that follows on this node sees
     /// it (read-your-writes on every node, which revocations rely on).
-    pub async fn write(&self, req: Request) -> Result<Response, WriteError> {
+    pub async fn write(&self, req: Request) -> Result<Outcome, WriteError> {
         self.write_indexed(req).await.map(|(response, _)| response)
     }
 
     /// Like [`RaftNode::write`], also returning the log index the write was committed at.
-    pub async fn write_indexed(&self, req: Request) -> Result<(Response, u64), WriteError> {
-        let bytes = serde_json::to_vec(&req).map_err(|e| WriteError::Internal(e.to_string()))?.len();
+    pub async fn write_indexed(&self, req: Request) -> Result<(Outcome, u64), WriteError> {
+        let bytes = req.encode().len();
         if bytes > self.settings.max_entry_bytes {
             return Err(WriteError::TooLarge { bytes, limit: self.settings.max_entry_bytes });
         }
@@ -296,10 +274,7 @@ impl RaftNode {
         let waits = members.iter().map(|(id, info)| async move {
             loop {
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                let arg = (index, remaining.as_millis() as u64);
-                let answer: Result<Result<(), String>, _> =
-                    self.network.call(*id, &info.raft_addr, Rpc::WaitApplied, &arg, remaining).await;
-                if matches!(answer, Ok(Ok(()))) {
+                if self.network.wait_applied(*id, &info.raft_addr, index, remaining).await.is_ok() {
                     return;
                 }
                 if Instant::now() + LEADER_POLL >= deadline {
@@ -322,7 +297,7 @@ impl RaftNode {
         }
     }
 
-    async fn write_until(&self, req: Request, deadline: Instant) -> Result<(Response, u64), WriteError> {
+    async fn write_until(&self, req: Request, deadline: Instant) -> Result<(Outcome, u64), WriteError> {
         let mut maybe_proposed = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -362,14 +337,13 @@ impl RaftNode {
                 Err(_) => return Attempt::Retry { maybe_proposed: true },
             }
         } else {
-            let fwd = ForwardedWrite { request: req.clone() };
-            match self.network.call(leader, &info.raft_addr, Rpc::ClientWrite, &fwd, remaining).await {
+            match self.network.client_write(leader, &info.raft_addr, req, remaining).await {
                 Ok(answer) => answer,
-                Err(CallError::Unreachable(e)) => {
+                Err(e) if e.certainly_not_sent() => {
                     tracing::debug!(leader, error = %e, "leader unreachable before the write was sent");
                     return Attempt::Retry { maybe_proposed: false };
                 }
-                Err(CallError::Failed(e)) => {
+                Err(e) => {
                     tracing::debug!(leader, error = %e, "forwarded write failed; it may have been proposed");
                     return Attempt::Retry { maybe_proposed: true };
                 }
@@ -416,12 +390,10 @@ impl RaftNode {
             let (read, _) = self.raft.get_read_log_id().await.map_err(|e| WriteError::Internal(e.to_string()))?;
             read.map(|l| l.index)
         } else {
-            let answer: Result<Option<u64>, String> = self
-                .network
-                .call(leader, &info.raft_addr, Rpc::ReadIndex, &(), timeout)
+            self.network
+                .read_index(leader, &info.raft_addr, timeout)
                 .await
-                .map_err(|e| WriteError::Internal(e.to_string()))?;
-            answer.map_err(WriteError::Internal)?
+                .map_err(|e| WriteError::Internal(e.to_string()))?
         };
         if let Some(index) = index {
             self.raft
@@ -451,12 +423,10 @@ impl RaftNode {
             return self.change_membership_as_leader(op).await;
         }
         // The leader's error comes back as it is, so a follower answers 409/404/422 like the leader.
-        let answer: Result<(), MembershipError> = self
-            .network
-            .call(leader, &info.raft_addr, Rpc::ChangeMembership, &op, timeout)
+        self.network
+            .change_membership(leader, &info.raft_addr, &op, timeout)
             .await
-            .map_err(|e| MembershipError::Write(WriteError::OutcomeUnknown(e.to_string())))?;
-        answer
+            .map_err(|e| MembershipError::Write(WriteError::OutcomeUnknown(e.to_string())))?
     }
 
     pub(crate) async fn change_membership_as_leader(&self, op: MembershipOp) -> Result<(), MembershipError> {

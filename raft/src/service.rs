@@ -1,15 +1,20 @@
-//! The server side of the node-to-node protocol: hands Raft RPCs to openraft and executes writes
-//! and membership changes that followers forward to this node as leader.
+//! The server side of the node-to-node protocol: hands Raft RPCs to openraft, executes writes and
+//! membership changes that followers forward to this node as leader, and serves read indexes,
+//! pre-votes and blobs. Every message is checked against the caller's client certificate.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use dermagate_domain::Request as DomainRequest;
 use tonic::{Request, Response, Status};
 
-use crate::node::{ForwardedWrite, MembershipOp, RaftNode};
+use crate::error::{MembershipError, WriteError};
+use crate::network::{LeaderAnswer, MembershipOp};
+use crate::node::RaftNode;
+use crate::proto;
 use crate::proto::raft_service_server::RaftService;
-use crate::proto::Payload;
+use crate::wire;
+use crate::NodeInfo;
 
 pub struct RaftGrpc {
     node: Arc<RaftNode>,
@@ -20,39 +25,34 @@ impl RaftGrpc {
         RaftGrpc { node }
     }
 
-    pub fn into_server(
-        self,
-        max_message_bytes: usize,
-    ) -> crate::proto::raft_service_server::RaftServiceServer<RaftGrpc> {
-        crate::proto::raft_service_server::RaftServiceServer::new(self)
+    pub fn into_server(self, max_message_bytes: usize) -> proto::raft_service_server::RaftServiceServer<RaftGrpc> {
+        proto::raft_service_server::RaftServiceServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }
 }
 
-/// The node ids the caller's client certificate names; `None` without TLS (insecure mode).
-fn caller_ids(req: &Request<Payload>) -> Option<Vec<u64>> {
-    caller_ids_of(req.peer_certs())
-}
+type Certs = Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>;
 
-fn caller_ids_of(certs: Option<std::sync::Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>) -> Option<Vec<u64>> {
+/// The node ids the caller's client certificate names; `None` without TLS (insecure mode).
+fn caller_ids(certs: Certs) -> Option<Vec<u64>> {
     let certs = certs?;
     Some(certs.first().map(|c| crate::tls::node_ids_in(c.as_ref())).unwrap_or_default())
 }
 
 /// A message claiming to come from node `claimed` must be carried by that node's certificate.
-fn check_caller_is(ids: &Option<Vec<u64>>, claimed: Option<u64>) -> Result<(), Status> {
-    match (ids, claimed) {
-        (None, _) => Ok(()),
-        (Some(ids), Some(id)) if ids.contains(&id) => Ok(()),
-        (Some(ids), claimed) => {
-            tracing::warn!(?ids, ?claimed, "raft message refused: the certificate does not belong to its sender");
+fn check_caller_is(ids: &Option<Vec<u64>>, claimed: u64) -> Result<(), Status> {
+    match ids {
+        None => Ok(()),
+        Some(ids) if ids.contains(&claimed) => Ok(()),
+        Some(ids) => {
+            tracing::warn!(?ids, claimed, "raft message refused: the certificate does not belong to its sender");
             Err(Status::permission_denied("the client certificate does not belong to the sending node"))
         }
     }
 }
 
-/// Forwarded requests may come from any member of the cluster (or one being added).
+/// Forwarded requests may come from any member of the cluster.
 fn check_caller_is_member(node: &RaftNode, ids: &Option<Vec<u64>>) -> Result<(), Status> {
     let Some(ids) = ids else { return Ok(()) };
     let rx = node.raft().metrics();
@@ -64,71 +64,174 @@ fn check_caller_is_member(node: &RaftNode, ids: &Option<Vec<u64>>) -> Result<(),
     }
 }
 
-fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().json).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+fn malformed(e: wire::Malformed) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
-    let json = serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode: {e}")))?;
-    Ok(Response::new(Payload { json }))
+/// openraft refuses only when its core stopped.
+fn core_stopped<E: std::fmt::Display>(e: E) -> Status {
+    Status::unavailable(format!("the raft core is not running: {e}"))
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
-    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let ids = caller_ids(&req);
-        let rpc: openraft::raft::AppendEntriesRequest<crate::TypeConfig> = decode(req)?;
-        check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
+    async fn append_entries(
+        &self,
+        req: Request<proto::AppendEntriesRequest>,
+    ) -> Result<Response<proto::AppendEntriesResponse>, Status> {
+        let ids = caller_ids(req.peer_certs());
+        let rpc = wire::append_from(req.into_inner()).map_err(malformed)?;
+        check_caller_is(&ids, rpc.vote.leader_id().node_id)?;
         if let Some(problem) = self.node.disk_problem() {
             // Declined, not failed: the leader retries later and commits with the others
             // meanwhile. The leader was heard all the same, so this node does not stand.
             self.node.contact().touch();
             return Err(Status::resource_exhausted(problem));
         }
-        let result = self.node.raft().append_entries(rpc).await;
-        if let Ok(resp) = &result {
-            // Any answer that is not "your vote is stale" means a live leader reached us.
-            if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
-                self.node.contact().touch();
-            }
+        let resp = self.node.raft().append_entries(rpc).await.map_err(core_stopped)?;
+        // Any answer that is not "your vote is stale" means a live leader reached us.
+        if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.node.contact().touch();
         }
-        encode(&result)
+        Ok(Response::new(wire::append_response_to(&resp)))
     }
 
-    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let ids = caller_ids(&req);
-        let rpc: openraft::raft::VoteRequest<u64> = decode(req)?;
-        check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
+    async fn vote(&self, req: Request<proto::VoteRequest>) -> Result<Response<proto::VoteResponse>, Status> {
+        let ids = caller_ids(req.peer_certs());
+        let rpc = wire::vote_request_from(req.into_inner()).map_err(malformed)?;
+        check_caller_is(&ids, rpc.vote.leader_id().node_id)?;
         if let Some(problem) = self.node.disk_problem() {
             return Err(Status::resource_exhausted(problem));
         }
-        let result = self.node.raft().vote(rpc).await;
-        if result.as_ref().is_ok_and(|r| r.vote_granted) {
+        let resp = self.node.raft().vote(rpc).await.map_err(core_stopped)?;
+        if resp.vote_granted {
             // Having voted, this node waits a whole lease before standing itself (as in Raft,
             // granting a vote resets the election timer).
             self.node.contact().touch();
         }
-        encode(&result)
+        Ok(Response::new(wire::vote_response_to(&resp)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<proto::InstallSnapshotRequest>,
+    ) -> Result<Response<proto::InstallSnapshotResponse>, Status> {
+        let ids = caller_ids(req.peer_certs());
+        let rpc = wire::snapshot_from(req.into_inner()).map_err(malformed)?;
+        check_caller_is(&ids, rpc.vote.leader_id().node_id)?;
+        if let Some(problem) = self.node.disk_problem() {
+            self.node.contact().touch();
+            return Err(Status::resource_exhausted(problem));
+        }
+        let resp = self.node.raft().install_snapshot(rpc).await.map_err(core_stopped)?;
+        self.node.contact().touch();
+        Ok(Response::new(proto::InstallSnapshotResponse { vote: Some(wire::vote_to(&resp.vote)) }))
+    }
+
+    async fn client_write(
+        &self,
+        req: Request<proto::ClientWriteRequest>,
+    ) -> Result<Response<proto::ClientWriteResponse>, Status> {
+        use proto::client_write_response::Result as R;
+        check_caller_is_member(&self.node, &caller_ids(req.peer_certs()))?;
+        let request = DomainRequest::decode(&req.into_inner().request)
+            .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))?;
+        let result = match self.node.write_as_leader(request).await {
+            LeaderAnswer::Done(outcome, index) => R::Applied(proto::Applied { outcome: outcome.encode(), index }),
+            LeaderAnswer::NotLeader => R::NotLeader(proto::Empty {}),
+            LeaderAnswer::Unknown(e) => R::OutcomeUnknown(e),
+            LeaderAnswer::ShuttingDown => R::ShuttingDown(proto::Empty {}),
+        };
+        Ok(Response::new(proto::ClientWriteResponse { result: Some(result) }))
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<proto::ChangeMembershipRequest>,
+    ) -> Result<Response<proto::ChangeMembershipResponse>, Status> {
+        use proto::change_membership_request::Op;
+        use proto::change_membership_response::Result as R;
+        check_caller_is_member(&self.node, &caller_ids(req.peer_certs()))?;
+        let op = match req.into_inner().op {
+            Some(Op::Add(a)) => {
+                MembershipOp::Add { id: a.id, info: NodeInfo { raft_addr: a.raft_addr, api_url: a.api_url } }
+            }
+            Some(Op::Remove(id)) => MembershipOp::Remove { id },
+            None => return Err(Status::invalid_argument("no membership operation")),
+        };
+        let result = match self.node.change_membership_as_leader(op).await {
+            Ok(()) => R::Done(proto::Empty {}),
+            Err(MembershipError::Invalid(m)) => R::Invalid(m),
+            Err(MembershipError::UnknownNode(id)) => R::UnknownNode(id),
+            Err(MembershipError::InProgress) => R::InProgress(proto::Empty {}),
+            Err(MembershipError::Write(WriteError::NoLeader)) => R::NoLeader(proto::Empty {}),
+            Err(MembershipError::Write(WriteError::ShuttingDown)) => R::ShuttingDown(proto::Empty {}),
+            Err(MembershipError::Write(other)) => R::OutcomeUnknown(other.to_string()),
+        };
+        Ok(Response::new(proto::ChangeMembershipResponse { result: Some(result) }))
+    }
+
+    async fn wait_applied(
+        &self,
+        req: Request<proto::WaitAppliedRequest>,
+    ) -> Result<Response<proto::WaitAppliedResponse>, Status> {
+        check_caller_is_member(&self.node, &caller_ids(req.peer_certs()))?;
+        let r = req.into_inner();
+        let timeout = Duration::from_millis(r.timeout_ms.min(5_000));
+        self.node
+            .raft()
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(r.index), "peer asked")
+            .await
+            .map_err(|e| Status::deadline_exceeded(e.to_string()))?;
+        Ok(Response::new(proto::WaitAppliedResponse {}))
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<proto::ReadIndexRequest>,
+    ) -> Result<Response<proto::ReadIndexResponse>, Status> {
+        check_caller_is_member(&self.node, &caller_ids(req.peer_certs()))?;
+        let (read, _applied) = self
+            .node
+            .raft()
+            .get_read_log_id()
+            .await
+            .map_err(|e| Status::failed_precondition(format!("not a leader confirmed by a quorum: {e}")))?;
+        Ok(Response::new(proto::ReadIndexResponse { index: read.map(|l| l.index) }))
+    }
+
+    async fn pre_vote(&self, req: Request<proto::PreVoteRequest>) -> Result<Response<proto::PreVoteResponse>, Status> {
+        let ids = caller_ids(req.peer_certs());
+        let r = req.into_inner();
+        check_caller_is(&ids, r.candidate)?;
+        let ask = crate::election::PreVoteRequest {
+            candidate: r.candidate,
+            term: r.term,
+            last_log: r.last_log.map(|l| (l.term, l.index)),
+        };
+        let answer = crate::election::judge(&self.node, &ask).await;
+        Ok(Response::new(proto::PreVoteResponse { granted: answer.granted, reason: answer.reason }))
     }
 
     async fn put_blob(
         &self,
-        req: Request<tonic::Streaming<crate::proto::BlobChunk>>,
-    ) -> Result<Response<crate::proto::BlobStored>, Status> {
-        check_caller_is_member(&self.node, &caller_ids_of(req.peer_certs()))?;
+        req: Request<tonic::Streaming<proto::BlobChunk>>,
+    ) -> Result<Response<proto::BlobStored>, Status> {
+        check_caller_is_member(&self.node, &caller_ids(req.peer_certs()))?;
         if let Some(problem) = self.node.disk_problem() {
             return Err(Status::resource_exhausted(problem));
         }
         let (digest, bytes) = crate::blobs::collect(req.into_inner()).await?;
         self.node.blobs().put(&digest, &bytes).await.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(crate::proto::BlobStored {}))
+        Ok(Response::new(proto::BlobStored {}))
     }
 
     type GetBlobStream =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<crate::proto::BlobChunk, Status>> + Send + 'static>>;
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::BlobChunk, Status>> + Send + 'static>>;
 
-    async fn get_blob(&self, req: Request<crate::proto::BlobWanted>) -> Result<Response<Self::GetBlobStream>, Status> {
-        check_caller_is_member(&self.node, &caller_ids_of(req.peer_certs()))?;
+    async fn get_blob(&self, req: Request<proto::BlobWanted>) -> Result<Response<Self::GetBlobStream>, Status> {
+        check_caller_is_member(&self.node, &caller_ids(req.peer_certs()))?;
         let digest = req.into_inner().digest;
         let bytes = self
             .node
@@ -137,68 +240,8 @@ impl RaftService for RaftGrpc {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| Status::not_found("this node does not hold the blob"))?;
-        let bytes = std::sync::Arc::new(bytes);
-        let size = bytes.len() as u64;
-        let count = bytes.len().div_ceil(crate::blobs::CHUNK_BYTES).max(1);
-        let stream = futures::stream::iter((0..count).map(move |i| {
-            let end = ((i + 1) * crate::blobs::CHUNK_BYTES).min(bytes.len());
-            Ok(crate::proto::BlobChunk {
-                digest: if i == 0 { digest.clone() } else { String::new() },
-                size: if i == 0 { size } else { 0 },
-                data: bytes[i * crate::blobs::CHUNK_BYTES..end].to_vec(),
-            })
-        }));
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn pre_vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let ids = caller_ids(&req);
-        let ask: crate::election::PreVoteRequest = decode(req)?;
-        check_caller_is(&ids, Some(ask.candidate))?;
-        encode(&crate::election::judge(&self.node, &ask).await)
-    }
-
-    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let ids = caller_ids(&req);
-        let rpc: openraft::raft::InstallSnapshotRequest<crate::TypeConfig> = decode(req)?;
-        check_caller_is(&ids, rpc.vote.leader_id().voted_for())?;
-        if let Some(problem) = self.node.disk_problem() {
-            self.node.contact().touch();
-            return Err(Status::resource_exhausted(problem));
-        }
-        let result = self.node.raft().install_snapshot(rpc).await;
-        if result.is_ok() {
-            self.node.contact().touch();
-        }
-        encode(&result)
-    }
-
-    async fn client_write(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        check_caller_is_member(&self.node, &caller_ids(&req))?;
-        let write: ForwardedWrite = decode(req)?;
-        encode(&self.node.write_as_leader(write.request).await)
-    }
-
-    async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        check_caller_is_member(&self.node, &caller_ids(&req))?;
-        let op: MembershipOp = decode(req)?;
-        encode(&self.node.change_membership_as_leader(op).await)
-    }
-
-    async fn wait_applied(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let (index, timeout_ms): (u64, u64) = decode(req)?;
-        let waited = self
-            .node
-            .raft()
-            .wait(Some(std::time::Duration::from_millis(timeout_ms.min(5_000))))
-            .applied_index_at_least(Some(index), "peer asked")
-            .await;
-        encode(&waited.map(|_| ()).map_err(|e| e.to_string()))
-    }
-
-    async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let result = self.node.raft().get_read_log_id().await.map(|(read, _applied)| read.map(|l| l.index));
-        encode(&result.map_err(|e| e.to_string()))
+        let stream = crate::blobs::chunks(digest, Arc::new(bytes));
+        Ok(Response::new(Box::pin(futures::StreamExt::map(stream, Ok))))
     }
 }
 

@@ -39,24 +39,53 @@ pub fn digest_of(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Whether `s` can be a blob name (64 lowercase hex characters); nothing else reaches a path.
-pub fn is_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use dermagate_domain::is_digest;
 
 fn aad(digest: &str) -> Vec<u8> {
     [b"blob\0".as_slice(), digest.as_bytes()].concat()
 }
 
-/// Sealing, verification and the backend together.
+/// Sealing, verification and the backend together. Blobs on a node's own disk are sealed with
+/// the node's data keys; blobs in a shared store with a key derived from the replicated cluster
+/// secret, so that every node can open what any node wrote.
 pub struct BlobStore {
     backend: Arc<dyn BlobBackend>,
     store: Arc<Store>,
+    shared_sealer: std::sync::OnceLock<crate::seal::Sealer>,
 }
 
 impl BlobStore {
     pub fn new(store: Arc<Store>, backend: Arc<dyn BlobBackend>) -> BlobStore {
-        BlobStore { backend, store }
+        BlobStore { backend, store, shared_sealer: std::sync::OnceLock::new() }
+    }
+
+    fn seal(&self, digest: &str, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Ok(match self.shared_sealer()? {
+            Some(sealer) => sealer.seal(&aad(digest), bytes),
+            None => self.store.sealer().seal(&aad(digest), bytes),
+        })
+    }
+
+    fn open(&self, digest: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match self.shared_sealer()? {
+            Some(sealer) => sealer.open(&aad(digest), sealed),
+            None => self.store.sealer().open(&aad(digest), sealed),
+        }
+    }
+
+    /// The cluster-wide sealer of a shared backend (`None` for a node-local one).
+    fn shared_sealer(&self) -> Result<Option<&crate::seal::Sealer>, StoreError> {
+        if !self.backend.shared() {
+            return Ok(None);
+        }
+        if let Some(s) = self.shared_sealer.get() {
+            return Ok(Some(s));
+        }
+        let secret = dermagate_domain::reads::cluster_secret(self.store.as_ref())?
+            .ok_or_else(|| StoreError::Keyring("the cluster secret is not replicated yet".into()))?;
+        Ok(Some(
+            self.shared_sealer.get_or_init(|| crate::seal::Sealer::derived(&secret, "dermagate shared blob key v1")),
+        ))
     }
 
     pub fn backend(&self) -> &dyn BlobBackend {
@@ -70,7 +99,7 @@ impl BlobStore {
     /// Stores `bytes` under `digest` after checking that it is their digest.
     pub async fn put(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
         verify(digest, bytes)?;
-        let sealed = self.store.sealer().seal(&aad(digest), bytes);
+        let sealed = self.seal(digest, bytes)?;
         self.backend.put(digest, sealed).await?;
         metrics::counter!("dermagate_blob_writes_total").increment(1);
         Ok(())
@@ -82,7 +111,7 @@ impl BlobStore {
             return Err(StoreError::Corrupt(format!("{digest:?} is not a blob digest")));
         }
         let Some(sealed) = self.backend.get(digest).await? else { return Ok(None) };
-        let bytes = self.store.sealer().open(&aad(digest), &sealed)?;
+        let bytes = self.open(digest, &sealed)?;
         verify(digest, &bytes)?;
         Ok(Some(bytes))
     }

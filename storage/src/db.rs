@@ -12,10 +12,10 @@ use rocksdb::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use uuid::Uuid;
+
+use dermagate_domain::state::{StateError, StateRead};
 
 use crate::error::StoreError;
-use crate::model::{keys, Client, Organization, SigningKey, User};
 use crate::seal::{Kek, Sealer};
 
 /// (key, opened value) pairs read from a column family.
@@ -43,11 +43,13 @@ pub struct Store {
     /// and know exactly when they must look again.
     credentials_epoch: std::sync::atomic::AtomicU64,
     disk: crate::disk::DiskGuard,
+    keyer_cache: parking_lot::Mutex<Option<(u64, dermagate_domain::keys::Keyer)>>,
 }
 
 impl Store {
     pub fn open(dir: &Path, kek: &Kek) -> Result<Arc<Store>, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::make_private(dir)?;
+        crate::format::check_or_create(dir)?;
         let sealer = Sealer::load_or_create(dir, kek)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -58,7 +60,14 @@ impl Store {
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
         let disk = crate::disk::DiskGuard::new(dir, 0);
-        Ok(Arc::new(Store { db, sealer, dir: dir.to_path_buf(), credentials_epoch: Default::default(), disk }))
+        Ok(Arc::new(Store {
+            db,
+            sealer,
+            dir: dir.to_path_buf(),
+            credentials_epoch: Default::default(),
+            disk,
+            keyer_cache: Default::default(),
+        }))
     }
 
     /// The current credentials epoch (see the field's documentation).
@@ -130,6 +139,15 @@ impl Store {
         Ok(())
     }
 
+    /// Writes one state-machine record outside Raft, sealed as usual. **It bypasses replication**:
+    /// only offline tools and tests that simulate tampering with a stopped node's data use it.
+    #[doc(hidden)]
+    pub fn overwrite_record_offline(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.put_raw(&mut batch, CF_SM_DATA, key, value);
+        self.write(batch, true)
+    }
+
     /// Writes a batch; `sync` makes the call return only after the WAL reached the disk.
     pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();
@@ -192,117 +210,45 @@ impl Store {
         Ok(())
     }
 
-    // ---- typed reads of the replicated state, used by the API ----
-
-    pub fn organization(&self, id: &Uuid) -> Result<Option<Organization>, StoreError> {
-        self.get_json(CF_SM_DATA, &keys::org(id))
-    }
-
-    pub fn organizations(&self) -> Result<Vec<Organization>, StoreError> {
-        self.scan_json(keys::ORG)
-    }
-
-    pub fn user(&self, id: &Uuid) -> Result<Option<User>, StoreError> {
-        self.get_json(CF_SM_DATA, &keys::user(id))
-    }
-
-    pub fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        match self.get_json::<Uuid>(CF_SM_DATA, &keys::username(username))? {
-            Some(id) => self.user(&id),
-            None => Ok(None),
-        }
-    }
-
-    pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.scan_json(keys::USER)
-    }
-
-    pub fn client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
-        self.get_json(CF_SM_DATA, &keys::client(client_id))
-    }
-
-    pub fn clients(&self) -> Result<Vec<Client>, StoreError> {
-        self.scan_json(keys::CLIENT)
-    }
-
-    pub fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
-        self.scan_json(keys::SIGNING_KEY)
-    }
-
-    pub fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_SM_DATA), keys::revoked_jti(jti))?.is_some())
-    }
-
-    /// The client whose secret hashes to `secret_hash`, if any (static API keys).
-    pub fn client_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Client>, StoreError> {
-        match self.get_json::<String>(CF_SM_DATA, &keys::client_secret(secret_hash))? {
-            Some(client_id) => self.client(&client_id),
-            None => Ok(None),
-        }
-    }
-
-    pub fn sign_in_state(&self, username: &str) -> Result<crate::model::SignInState, StoreError> {
-        Ok(self.get_json(CF_SM_DATA, &keys::sign_in(username))?.unwrap_or_default())
-    }
-
-    pub fn is_refresh_family_revoked(&self, family: &Uuid) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_SM_DATA), keys::revoked_family(family))?.is_some())
-    }
-
-    pub fn report(&self, id: &Uuid) -> Result<Option<crate::model::StoredReport>, StoreError> {
-        self.record(crate::model::Collection::Report, &id.to_string())
-    }
-
-    /// A subject's reports in time-series order (by issue time, then id).
-    pub fn subject_reports(&self, org_id: &Uuid, subject: &str) -> Result<Vec<crate::model::StoredReport>, StoreError> {
-        let mut out = Vec::new();
-        for id in self.scan_json::<Uuid>(&keys::subject_prefix(org_id, subject))? {
-            // An index entry whose report is missing cannot happen (both change in one apply);
-            // skipping is still safer than failing the listing.
-            if let Some(report) = self.report(&id)? {
-                out.push(report);
+    /// The keyer of the cluster secret (cached; looked up again after credentials change, which a
+    /// restore does), once the bootstrap recorded the secret.
+    pub fn keyer(&self) -> Result<Option<dermagate_domain::keys::Keyer>, StoreError> {
+        let epoch = self.credentials_epoch();
+        if let Some((at, keyer)) = self.keyer_cache.lock().as_ref() {
+            if *at == epoch {
+                return Ok(Some(keyer.clone()));
             }
         }
-        Ok(out)
+        let keyer = dermagate_domain::reads::keyer(self)?;
+        if let Some(k) = &keyer {
+            *self.keyer_cache.lock() = Some((epoch, k.clone()));
+        }
+        Ok(keyer)
+    }
+}
+
+/// The replicated state as the domain reads it: the state machine's column family, opened.
+impl StateRead for Store {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Store::get_raw(self, CF_SM_DATA, key).map_err(StateError::from)
     }
 
-    pub fn report_image(&self, report: &Uuid, index: u32) -> Result<Option<crate::model::StoredImage>, StoreError> {
-        self.get_json(CF_SM_DATA, &keys::image(report, index))
+    fn scan_raw(&self, prefix: &[u8]) -> Result<dermagate_domain::state::Pairs, StateError> {
+        self.scan_prefix(CF_SM_DATA, prefix).map_err(StateError::from)
     }
 
-    pub fn report_images(&self, report: &Uuid) -> Result<Vec<crate::model::StoredImage>, StoreError> {
-        self.scan_json(&keys::image_prefix(report))
-    }
-
-    /// Every stored image of every report (the blob keeper's full scan).
-    pub fn all_stored_images(&self) -> Result<Vec<crate::model::StoredImage>, StoreError> {
-        self.scan_json(keys::IMAGE)
-    }
-
-    /// Whether any report still names the blob.
-    pub fn blob_is_referenced(&self, digest: &str) -> Result<bool, StoreError> {
-        let prefix = keys::blob_ref_prefix(digest);
+    fn keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         let mut ro = ReadOptions::default();
         ro.set_prefix_same_as_start(false);
-        let mut iter =
-            self.db.iterator_cf_opt(self.cf(CF_SM_DATA), ro, IteratorMode::From(prefix.as_bytes(), Direction::Forward));
-        Ok(match iter.next() {
-            Some(item) => item?.0.starts_with(prefix.as_bytes()),
-            None => false,
-        })
-    }
-
-    /// Whether an erasure freed the blob (every node must delete it).
-    pub fn blob_is_gone(&self, digest: &str) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_SM_DATA), keys::blob_gone(digest))?.is_some())
-    }
-
-    pub fn record<T: DeserializeOwned>(
-        &self,
-        collection: crate::model::Collection,
-        id: &str,
-    ) -> Result<Option<T>, StoreError> {
-        self.get_json(CF_SM_DATA, &keys::record(collection, id))
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf_opt(self.cf(CF_SM_DATA), ro, IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, _) = item.map_err(|e| StateError(e.to_string()))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(k.to_vec());
+        }
+        Ok(out)
     }
 }
 
@@ -313,4 +259,14 @@ pub(crate) fn aad(cf: &str, key: &[u8]) -> Vec<u8> {
     a.push(0);
     a.extend_from_slice(key);
     a
+}
+
+impl dermagate_domain::services::StateView for Store {
+    fn credentials_epoch(&self) -> u64 {
+        Store::credentials_epoch(self)
+    }
+
+    fn keyer(&self) -> Result<Option<dermagate_domain::keys::Keyer>, StateError> {
+        Store::keyer(self).map_err(StateError::from)
+    }
 }

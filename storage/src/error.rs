@@ -20,6 +20,28 @@ pub enum StoreError {
     Corrupt(String),
     #[error("blocking task failed: {0}")]
     Join(String),
+    #[error("{0}")]
+    Format(String),
+    #[error("{0}")]
+    State(String),
+}
+
+impl From<StoreError> for dermagate_domain::state::StateError {
+    fn from(e: StoreError) -> Self {
+        dermagate_domain::state::StateError(e.to_string())
+    }
+}
+
+impl From<dermagate_domain::state::StateError> for StoreError {
+    fn from(e: dermagate_domain::state::StateError) -> Self {
+        StoreError::State(e.0)
+    }
+}
+
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> Self {
+        StoreError::Corrupt(format!("binary codec: {e}"))
+    }
 }
 
 impl StoreError {

@@ -1,17 +1,18 @@
 //! Durable, encrypted storage of a dermagate node: the Raft log and the replicated state machine
 //! on RocksDB, every value sealed with AES-256-GCM. This crate does no network I/O.
 
-pub mod apply;
+pub mod backup;
 pub mod blobs;
 pub mod db;
 pub mod disk;
 pub mod error;
+pub mod format;
 pub mod log_store;
-pub mod model;
+pub mod overlay;
+pub mod private;
 pub mod seal;
 pub mod snapshot;
 pub mod state_machine;
-pub mod subjects;
 pub mod types;
 
 pub use blobs::{BlobBackend, BlobStore, FileBlobs};

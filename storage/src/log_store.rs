@@ -130,7 +130,7 @@ fn read_entries_limited(
         }
         bytes += v.len();
         let plain = store.sealer().open(&aad(CF_LOGS, &k), &v)?;
-        out.push(serde_json::from_slice(&plain)?);
+        out.push(postcard::from_bytes(&plain)?);
     }
     Ok(out)
 }
@@ -148,7 +148,7 @@ fn last_entry(store: &Store) -> Result<Option<Entry>, StoreError> {
         Some(item) => {
             let (k, v) = item?;
             let plain = store.sealer().open(&aad(CF_LOGS, &k), &v)?;
-            Ok(Some(serde_json::from_slice(&plain)?))
+            Ok(Some(postcard::from_bytes(&plain)?))
         }
         None => Ok(None),
     }
@@ -239,7 +239,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .blocking(move |s| {
                 let mut batch = WriteBatch::default();
                 for entry in &entries {
-                    s.put_json(&mut batch, CF_LOGS, &index_key(entry.log_id.index), entry)?;
+                    // Entries are binary (postcard): compact and fast to encode; the log is
+                    // short-lived (purged behind snapshots), the state keeps self-describing JSON.
+                    let bytes = postcard::to_stdvec(entry)?;
+                    s.put_raw(&mut batch, CF_LOGS, &index_key(entry.log_id.index), &bytes);
                 }
                 s.write(batch, false)
             })

@@ -120,6 +120,17 @@ impl Sealer {
         Ok(Sealer { keys, active: file.active })
     }
 
+    /// A sealer whose one key is derived from a secret every node holds (the replicated cluster
+    /// secret) for `purpose`, so values one node seals, any node can open (a shared object store).
+    pub fn derived(secret: &[u8], purpose: &str) -> Sealer {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        let raw = Zeroizing::new(mac.finalize().into_bytes().to_vec());
+        let cipher = Aes256Gcm::new_from_slice(&raw).expect("32-byte key");
+        Sealer { keys: BTreeMap::from([(1, cipher)]), active: 1 }
+    }
+
     /// A sealer with one random in-memory key, for tests.
     pub fn ephemeral() -> Sealer {
         let mut raw = Zeroizing::new([0u8; 32]);

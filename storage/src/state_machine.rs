@@ -12,13 +12,13 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError};
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{apply_request, BlobEffects, Overlay};
 use crate::blobs::BlobStore;
 use crate::db::{aad, Store, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
 use crate::error::StoreError;
-use crate::model::Response;
+use crate::overlay::{BlobEffects, Overlay};
 use crate::snapshot::{self, CHUNK_SIZE};
 use crate::types::{Entry, LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use dermagate_domain::Outcome;
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
@@ -98,7 +98,7 @@ impl StateMachineStore {
     }
 }
 
-fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<(Vec<Response>, BlobEffects), StoreError> {
+fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<(Vec<Outcome>, BlobEffects), StoreError> {
     let mut overlay = Overlay::new(store);
     let mut responses = Vec::with_capacity(entries.len());
     let mut last_applied = None;
@@ -106,11 +106,11 @@ fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<(Vec<Response>, B
     for entry in &entries {
         last_applied = Some(entry.log_id);
         let response = match &entry.payload {
-            EntryPayload::Blank => Response::Ok,
-            EntryPayload::Normal(req) => apply_request(&mut overlay, req)?,
+            EntryPayload::Blank => Outcome::Done,
+            EntryPayload::Normal(req) => dermagate_domain::apply::apply(&mut overlay, req)?,
             EntryPayload::Membership(m) => {
                 membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                Response::Ok
+                Outcome::Done
             }
         };
         responses.push(response);
@@ -133,14 +133,19 @@ fn apply_entries(store: &Store, entries: Vec<Entry>) -> Result<(Vec<Response>, B
     Ok((responses, blob_effects))
 }
 
-/// A consistent export of the replicated records (the snapshot format), for backups.
-pub fn export(store: &Store) -> Result<(Option<LogId>, Vec<u8>), StoreError> {
-    let (meta, data) = build(store, u64::MAX)?;
-    Ok((meta.last_log_id, data))
+/// The replicated records of one consistent RocksDB snapshot, with the log id they reflect.
+pub fn export_pairs(store: &Store) -> Result<(Option<LogId>, dermagate_domain::state::Pairs), StoreError> {
+    let (meta, pairs) = read_consistent(store, u64::MAX)?;
+    Ok((meta.last_log_id, pairs))
 }
 
 /// Reads the applied state and all data from one RocksDB snapshot, so they agree.
 fn build(store: &Store, build_no: u64) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
+    let (meta, pairs) = read_consistent(store, build_no)?;
+    Ok((meta, snapshot::encode(pairs)))
+}
+
+fn read_consistent(store: &Store, build_no: u64) -> Result<(SnapshotMeta, dermagate_domain::state::Pairs), StoreError> {
     let view = store.db().snapshot();
     let read_meta = |key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
         match view.get_cf(store.cf(CF_SM_META), key)? {
@@ -169,7 +174,7 @@ fn build(store: &Store, build_no: u64) -> Result<(SnapshotMeta, Vec<u8>), StoreE
         None => format!("empty-{build_no}"),
     };
     let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-    Ok((meta, snapshot::encode(pairs)))
+    Ok((meta, pairs))
 }
 
 /// Keeps the snapshot durably as sealed chunks, replacing the previous one atomically.
@@ -249,7 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(StoreError::into_read)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Request, Response};
+use dermagate_domain::{Outcome, Request};
 
 /// Where a cluster member can be reached: its Raft (mTLS gRPC) address and its public API URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ openraft::declare_raft_types!(
     /// dermagate's Raft types: typed commands in, typed responses out, u64 node ids.
     pub TypeConfig:
         D = Request,
-        R = Response,
+        R = Outcome,
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

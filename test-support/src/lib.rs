@@ -217,7 +217,7 @@ impl TestCluster {
             let mut seen = Vec::new();
             for id in ids {
                 if let Some(h) = self.health(*id).await {
-                    seen.push(h["leader_id"].as_u64());
+                    seen.push(h["leaderId"].as_u64());
                 }
             }
             if let Some(Some(l)) = seen.first() {
@@ -337,8 +337,14 @@ impl TestCluster {
         let ports: Vec<u16> = (0..3)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port())))
             .collect::<Result<Result<_, _>, _>>()??;
+        // The public URL is the cluster's (the token issuer): the same on every node.
+        let first = std::fs::read_to_string(&self.file.nodes[0].config)?;
+        let public_url = first
+            .lines()
+            .find_map(|l| l.strip_prefix("public_url = \"")?.strip_suffix('"').map(String::from))
+            .context("public_url of node 1")?;
         let config = format!(
-            "version = 1\nnode_id = {id}\ndata_dir = \"{data}\"\n[api]\nlisten = \"127.0.0.1:{a}\"\npublic_url = \"https://127.0.0.1:{a}\"\n\
+            "version = 1\nnode_id = {id}\ndata_dir = \"{data}\"\n[api]\nlisten = \"127.0.0.1:{a}\"\npublic_url = \"{public_url}\"\nadvertise_url = \"https://127.0.0.1:{a}\"\n\
              [raft]\nlisten = \"127.0.0.1:{r}\"\nadvertise = \"127.0.0.1:{r}\"\n[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\
              [storage]\nkek_file = \"{kek}\"\n[metrics]\nlisten = \"127.0.0.1:{m}\"\n",
             data = node_dir.join("data").display(),
@@ -392,7 +398,7 @@ impl TestCluster {
 
     /// Creates an organisation through node `id`; returns the HTTP status and its id if created.
     pub async fn create_org(&self, id: u64, token: &str, name: &str) -> anyhow::Result<(u16, Option<String>)> {
-        let body = json!({ "name": name, "attestation": { "contract_reference": format!("contract-{name}"), "attested_by": "test" } });
+        let body = json!({ "name": name, "attestation": { "contractReference": format!("contract-{name}"), "attestedBy": "test" } });
         let (status, v) = self.post(id, "/v1/organizations", token, &body).await?;
         Ok((status, v["id"].as_str().map(String::from)))
     }
