@@ -32,6 +32,7 @@ test: deps
 	cargo test --workspace --no-fail-fast
 	deploy/check.sh
 	DERMAGATE_BIN=$(BIN) grafana/check_cluster_live.sh
+	DERMAGATE_BIN=$(BIN) scripts/check-integrator.sh
 	$(MAKE) chaos PROFILE=ci
 
 ## verify: the same checks as `test` (the name the house style uses).

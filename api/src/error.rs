@@ -365,6 +365,7 @@ pub fn schema_error(text: &str) -> ApiError {
 mod tests {
     use super::*;
 
+    // traces
     #[test]
     fn schema_errors_name_the_field_never_a_rust_type() {
         let e = schema_error(
@@ -390,6 +391,7 @@ mod tests {
         }
     }
 
+    // traces: FM-03, R-16, REQ-5.3
     #[test]
     fn every_error_code_maps_to_a_distinct_meaning() {
         use dermagate_domain::ErrorCode::*;

@@ -35,6 +35,21 @@ use crate::routes::oauth::OAuthErrorBody;
 )]
 struct Base;
 
+/// A body of raw bytes (an image, an encrypted backup): `type: string, format: binary`, which
+/// generators map to a file.
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(utoipa::openapi::schema::KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Binary {}
+
 /// The document as the router declares it, completed.
 pub fn document() -> OpenApi {
     let (_, doc) = crate::routes::api().split_for_parts();
@@ -110,7 +125,13 @@ fn add_shared_answers(path: &str, op: &mut Operation) {
         statuses.extend(["400", "404"]);
     }
     if secured && !is_read(op) {
-        statuses.extend(["504", "507"]);
+        // A write the state refuses: it exists already, or the organisation is suspended.
+        statuses.extend(["409", "422", "504", "507"]);
+    }
+    if path.starts_with("/v1/auth/") {
+        // Sign-in and registration: per-address budget, throttled guessing, refused credentials,
+        // a taken username.
+        statuses.extend(["401", "409", "422", "429", "504", "507"]);
     }
     if !is_docs && !is_probe {
         statuses.push("503");
@@ -217,6 +238,7 @@ mod tests {
         serde_json::from_str(json()).expect("valid JSON")
     }
 
+    // traces: R-01, REQ-5.3
     #[test]
     fn operation_ids_are_unique_and_present() {
         let doc = as_json();
@@ -245,6 +267,7 @@ mod tests {
         }
     }
 
+    // traces
     #[test]
     fn every_ref_resolves() {
         let doc = as_json();
@@ -257,6 +280,7 @@ mod tests {
         }
     }
 
+    // traces
     #[test]
     fn the_analysis_contract_is_described() {
         let doc = as_json();
@@ -277,6 +301,7 @@ mod tests {
         assert!(doc["components"]["schemas"]["BodySiteCode"]["enum"].as_array().is_some_and(|e| e.len() > 30));
     }
 
+    // traces: R-01, REQ-5.3
     #[test]
     fn request_bodies_are_named_schemas_not_free_objects() {
         let doc = as_json();
@@ -292,6 +317,7 @@ mod tests {
         }
     }
 
+    // traces: R-01
     #[test]
     fn oauth_errors_are_rfc_6749_json() {
         let doc = as_json();
@@ -303,6 +329,7 @@ mod tests {
         assert!(bad["application/problem+json"].is_null());
     }
 
+    // traces: R-01
     #[test]
     fn json_field_names_are_camel_case_outside_oauth() {
         let doc = as_json();

@@ -121,6 +121,7 @@ mod uuid_like {
     }
 }
 
+// traces, REQ-5.1, REQ-5.3, REQ-5.5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_a_report_survives_the_node_that_computed_it() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -223,6 +224,7 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+// traces: FM-06, R-01, R-02, R-03, R-08, R-09, R-10, R-12, R-14, R-16, REQ-5.3, REQ-5.5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t20_every_input_rule_and_the_quality_gate() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -527,6 +529,7 @@ fn jpeg_with_exif(img: &image::RgbImage, marker: &str) -> Vec<u8> {
     out
 }
 
+// traces: FM-05, FM-06, R-02, R-05, R-13, R-15, REQ-5.4
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t30_series_idempotency_isolation_images_and_erasure() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -666,6 +669,7 @@ async fn t30_series_idempotency_isolation_images_and_erasure() -> anyhow::Result
     Ok(())
 }
 
+// traces: FM-02, FM-03, FM-04, R-03, R-17, REQ-5.1, REQ-5.2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t40_overload_is_shed_at_once_with_retry_after() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -722,6 +726,7 @@ async fn t40_overload_is_shed_at_once_with_retry_after() -> anyhow::Result<()> {
     Ok(())
 }
 
+// traces: FM-04, R-04, R-06, R-17
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t50_a_follower_behind_on_reports_with_images_catches_up() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -820,6 +825,7 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+// traces: FM-04, R-04, R-17, REQ-5.2, REQ-5.4
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t60_images_live_off_the_log_on_a_quorum_and_every_node_gets_its_copy() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -962,6 +968,7 @@ impl Drop for S3Server {
     }
 }
 
+// traces, REQ-5.4
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t70_images_can_live_in_a_shared_s3_bucket_sealed() -> anyhow::Result<()> {
     let _serial = serial().await;

@@ -49,6 +49,7 @@ fn follower_of(cluster: &TestCluster, leader: u64) -> u64 {
     cluster.ids().into_iter().find(|id| *id != leader).expect("a follower")
 }
 
+// traces: FM-05, R-02
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_three_nodes_apply_a_write_sent_to_a_follower() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -71,6 +72,7 @@ async fn t10_three_nodes_apply_a_write_sent_to_a_follower() -> anyhow::Result<()
     Ok(())
 }
 
+// traces: FM-03, FM-05, R-06
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t20_leader_sigkill_fails_over_and_loses_nothing() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -101,6 +103,7 @@ async fn t20_leader_sigkill_fails_over_and_loses_nothing() -> anyhow::Result<()>
     Ok(())
 }
 
+// traces: FM-05, R-04, R-17
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t30_node_behind_a_purged_log_catches_up_by_snapshot() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -128,6 +131,7 @@ async fn t30_node_behind_a_purged_log_catches_up_by_snapshot() -> anyhow::Result
     Ok(())
 }
 
+// traces: R-06
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t40_a_fourth_node_joins_then_leaves() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -181,6 +185,7 @@ async fn t40_a_fourth_node_joins_then_leaves() -> anyhow::Result<()> {
     Ok(())
 }
 
+// traces: FM-01, REQ-5.1, REQ-5.2, REQ-5.5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t50_a_peer_with_a_foreign_ca_certificate_is_refused() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -232,6 +237,7 @@ async fn t50_a_peer_with_a_foreign_ca_certificate_is_refused() -> anyhow::Result
     Ok(())
 }
 
+// traces: R-06
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t60_whole_cluster_restart_keeps_every_acknowledged_write() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -281,6 +287,7 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+// traces, REQ-5.4
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t70_no_plaintext_personal_data_in_any_data_directory() -> anyhow::Result<()> {
     let _serial = serial().await;

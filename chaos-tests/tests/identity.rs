@@ -57,6 +57,7 @@ fn parts(token: &str) -> (Value, Value) {
     (h, c)
 }
 
+// traces: FM-08, FM-11, R-09, REQ-5.1, REQ-5.5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_forged_and_downgraded_tokens_are_refused() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -106,6 +107,7 @@ async fn t10_forged_and_downgraded_tokens_are_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+// traces: FM-08, FM-09
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t20_expired_tokens_are_refused_and_refresh_rotates() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -146,6 +148,7 @@ async fn t20_expired_tokens_are_refused_and_refresh_rotates() -> anyhow::Result<
     Ok(())
 }
 
+// traces: FM-08, FM-10, R-07
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t30_revocations_hold_on_every_node() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -241,6 +244,7 @@ async fn unique_admin(c: &TestCluster, admin: &str, org: &str) -> anyhow::Result
 /// M1, M3: guesses are judged in the replicated log's order (no race lets more than the
 /// threshold be evaluated), slow the guesser's address, never lock the real user out, and an
 /// unknown user cannot be told from a wrong password.
+// traces: FM-07, REQ-5.2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t40_guessing_is_throttled_cluster_wide_without_locking_the_user_out() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -296,6 +300,7 @@ async fn t40_guessing_is_throttled_cluster_wide_without_locking_the_user_out() -
     Ok(())
 }
 
+// traces: FM-06, FM-13, R-07, R-09, R-13, REQ-5.5
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t50_rbac_matrix_and_tenant_isolation() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -419,6 +424,7 @@ async fn t50_rbac_matrix_and_tenant_isolation() -> anyhow::Result<()> {
     Ok(())
 }
 
+// traces: FM-04, FM-06, FM-12, R-13, R-17
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t60_rate_limits_answer_429_with_headers_and_hashes_never_leak() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -458,6 +464,7 @@ async fn t60_rate_limits_answer_429_with_headers_and_hashes_never_leak() -> anyh
     Ok(())
 }
 
+// traces: FM-05, FM-10, R-06
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t70_a_node_cut_off_from_its_leader_fails_closed() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -495,6 +502,7 @@ async fn t70_a_node_cut_off_from_its_leader_fails_closed() -> anyhow::Result<()>
     Ok(())
 }
 
+// traces: FM-13
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t80_users_register_only_through_single_use_invitations() -> anyhow::Result<()> {
     let _serial = serial().await;

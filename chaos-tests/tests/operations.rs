@@ -51,6 +51,7 @@ async fn kill_and_restart_under_traffic(c: &mut TestCluster, token: &str, victim
     Ok(traffic.await?)
 }
 
+// traces: FM-05, R-02, R-05, R-06, R-14, REQ-5.2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_haproxy_keeps_traffic_flowing_while_a_node_dies_and_returns() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -77,6 +78,7 @@ async fn t10_haproxy_keeps_traffic_flowing_while_a_node_dies_and_returns() -> an
     Ok(())
 }
 
+// traces: FM-01, FM-08, FM-12, R-04, R-13
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t20_backup_wipe_restore_brings_everything_back() -> anyhow::Result<()> {
     use dermagate_chaos_tests::cluster::{binary, unique};

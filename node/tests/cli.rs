@@ -42,6 +42,7 @@ fn serve_with(dir: &Path, config: &str, env: &[(&str, &str)]) -> Output {
         .expect("run serve")
 }
 
+// traces: R-08
 #[test]
 fn t10_unknown_config_key_exits_64_naming_it_before_binding() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +53,7 @@ fn t10_unknown_config_key_exits_64_naming_it_before_binding() {
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "the API port was bound");
 }
 
+// traces: R-08
 #[test]
 fn t20_bad_values_name_their_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,6 +73,7 @@ fn t20_bad_values_name_their_key() {
     }
 }
 
+// traces: R-08
 #[test]
 fn t30_environment_overrides_are_validated_too() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,6 +86,7 @@ fn t30_environment_overrides_are_validated_too() {
     assert!(stderr(&out).contains("listn"), "{}", stderr(&out));
 }
 
+// traces: R-08
 #[test]
 fn t40_missing_config_file_and_bad_commands_fail_clearly() {
     let out = dermagate(&["serve", "--config", "/nonexistent/node.toml"]);
@@ -98,6 +102,7 @@ fn t40_missing_config_file_and_bad_commands_fail_clearly() {
     assert_ne!(out.status.code(), Some(0));
 }
 
+// traces: FM-01, R-13
 #[test]
 fn t50_certs_and_keys_are_private_files() {
     use std::os::unix::fs::PermissionsExt;
@@ -112,6 +117,7 @@ fn t50_certs_and_keys_are_private_files() {
     assert!(certs.join("node3.pem").is_file());
 }
 
+// traces, REQ-5.5
 #[test]
 fn t60_a_model_whose_manifest_and_graph_disagree_stops_the_node_before_binding() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,6 +175,7 @@ fn store_with_trail(data: &Path, kek: &dermagate_storage::Kek) {
     });
 }
 
+// traces: R-13, REQ-5.5
 #[test]
 fn t70_audit_verify_detects_an_altered_or_removed_record() {
     use dermagate_domain::keys;

@@ -32,6 +32,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 /// open until the process exits, and RocksDB's exit-time destructors then occasionally abort
 /// ("pthread lock: Invalid argument") after every test has passed. The verdict is read from the
 /// child's own test report, so a failing suite still fails here.
+// traces: R-04
 #[test]
 fn t10_openraft_storage_suite() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
@@ -103,6 +104,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+// traces: R-13
 #[tokio::test]
 async fn t20_no_plaintext_marker_in_logs_state_or_snapshots() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -124,6 +126,7 @@ async fn t20_no_plaintext_marker_in_logs_state_or_snapshots() -> anyhow::Result<
 
 /// Keys are keyed hashes under the sealed cluster secret: a username cannot be confirmed by
 /// hashing a guess and looking for it in the files.
+// traces: FM-07, R-13, REQ-5.4
 #[tokio::test]
 async fn t25_keys_do_not_confirm_guessed_usernames() -> anyhow::Result<()> {
     use sha2::Digest;
@@ -159,6 +162,7 @@ async fn t25_keys_do_not_confirm_guessed_usernames() -> anyhow::Result<()> {
     Ok(())
 }
 
+// traces: FM-05, R-04
 #[tokio::test]
 async fn t30_apply_is_atomic_and_survives_restart() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -179,6 +183,7 @@ async fn t30_apply_is_atomic_and_survives_restart() -> anyhow::Result<()> {
     Ok(())
 }
 
+// traces
 #[tokio::test]
 async fn t40_snapshot_round_trip_to_another_node() -> anyhow::Result<()> {
     let kek = Kek::from_hex(&Kek::generate_hex())?;
@@ -197,6 +202,7 @@ async fn t40_snapshot_round_trip_to_another_node() -> anyhow::Result<()> {
     Ok(())
 }
 
+// traces: R-13
 #[test]
 fn t50_wrong_kek_refuses_to_open() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,6 +213,7 @@ fn t50_wrong_kek_refuses_to_open() {
 }
 
 /// Data directories and their files are the node's alone (0700 / 0600).
+// traces: R-13
 #[cfg(unix)]
 #[test]
 fn t55_data_is_private_to_the_node() {
@@ -223,6 +230,7 @@ fn t55_data_is_private_to_the_node() {
     }
 }
 
+// traces: FM-03, FM-05
 #[tokio::test]
 async fn t80_a_request_proposed_twice_is_applied_once_and_answers_its_first_outcome() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -54,6 +54,7 @@ mod tests {
         parts
     }
 
+    // traces: FM-06, FM-07
     #[test]
     fn only_the_entry_the_trusted_proxy_appended_counts() {
         let proxy: IpAddr = "127.0.0.5".parse().expect("ip");

@@ -207,7 +207,7 @@ fn encrypt_to_recipients(recipients: &[String], data: &[u8]) -> Result<Vec<u8>, 
 /// recipients** (decrypt with `age -d -i key.txt`, or `dermagate restore --identity`).
 #[utoipa::path(get, path = "/v1/cluster/backup", operation_id = "backup", tag = "cluster",
     responses((status = 200, description = "An age-encrypted backup",
-        content_type = "application/vnd.age", body = Vec<u8>,
+        content_type = "application/vnd.age", body = inline(crate::openapi::Binary),
         headers(("X-Dermagate-Applied-Index" = String, description = "The Raft index the backup is current as of")))),
     security(("bearerAuth" = []), ("apiKey" = [])))]
 pub async fn backup(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
@@ -245,7 +245,7 @@ pub struct Restore {
 /// Restore a decrypted backup: its images verified and stored on a quorum, its records
 /// committed through Raft (merged into the current state).
 #[utoipa::path(post, path = "/v1/cluster/restore", operation_id = "restore", tag = "cluster",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A decrypted dermagate backup"),
+    request_body(content = inline(crate::openapi::Binary), content_type = "application/octet-stream", description = "A decrypted dermagate backup"),
     responses((status = 200, description = "Restored", body = Restore)),
     security(("bearerAuth" = []), ("apiKey" = [])))]
 pub async fn restore(

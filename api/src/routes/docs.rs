@@ -62,7 +62,7 @@ pub async fn index() -> Result<Response, ApiError> {
 /// The reference's own assets.
 #[utoipa::path(get, path = "/docs/{file}", operation_id = "apiReferenceAsset", tag = "documentation",
     params(("file" = String, Path, description = "Asset name")),
-    responses((status = 200, description = "The asset", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The asset", content_type = "application/octet-stream", body = inline(crate::openapi::Binary)),
         (status = 404, description = "No such asset", content_type = "application/problem+json", body = crate::error::Problem)))]
 pub async fn file(Path(name): Path<String>) -> Result<Response, ApiError> {
     asset(&name)

@@ -67,6 +67,7 @@ fn attempt(s: &mut MemoryState, at: i64, source: &str, user: Option<Uuid>, ok: b
     )
 }
 
+// traces: FM-03, FM-05
 #[test]
 fn a_request_proposed_twice_is_applied_once() {
     let mut s = bootstrapped();
@@ -82,6 +83,7 @@ fn a_request_proposed_twice_is_applied_once() {
     );
 }
 
+// traces: FM-07
 #[test]
 fn guesses_slow_the_guesser_not_the_user() {
     let mut s = bootstrapped();
@@ -102,6 +104,7 @@ fn guesses_slow_the_guesser_not_the_user() {
     assert_eq!(attempt(&mut s, T0 + 20 * 60_000, "attacker", Some(alice.id), true), Outcome::Done);
 }
 
+// traces: FM-07
 #[test]
 fn concurrent_wrong_guesses_are_judged_in_log_order_before_a_right_one() {
     let mut s = bootstrapped();
@@ -119,6 +122,7 @@ fn concurrent_wrong_guesses_are_judged_in_log_order_before_a_right_one() {
     ));
 }
 
+// traces: FM-07
 #[test]
 fn distributed_guessing_hits_a_short_per_username_wait() {
     let mut s = bootstrapped();
@@ -134,6 +138,7 @@ fn distributed_guessing_hits_a_short_per_username_wait() {
     assert_eq!(attempt(&mut s, T0 + 70_000, "alice-laptop", Some(alice.id), true), Outcome::Done);
 }
 
+// traces: FM-10, FM-13
 #[test]
 fn an_invitation_dies_with_its_issuer_rights() {
     let mut s = bootstrapped();
@@ -154,6 +159,7 @@ fn an_invitation_dies_with_its_issuer_rights() {
     assert_eq!(redeem, Outcome::Rejected(Rejection::InvitationInvalid));
 }
 
+// traces: FM-06, FM-10
 #[test]
 fn a_role_change_is_in_the_record_at_once() {
     let mut s = bootstrapped();
@@ -204,6 +210,7 @@ fn report(org_id: Uuid, subject: &str, issued_ms: i64, previous: Option<Uuid>, k
     }
 }
 
+// traces: R-15
 #[test]
 fn a_series_links_forward_and_a_report_has_one_successor() {
     let mut s = bootstrapped();
@@ -226,6 +233,7 @@ fn a_series_links_forward_and_a_report_has_one_successor() {
     assert_eq!(store(&mut s, &other_org), Outcome::Rejected(Rejection::PreviousNotInSeries));
 }
 
+// traces, REQ-5.4
 #[test]
 fn erasure_frees_only_the_blobs_no_one_else_names_and_is_audited() {
     let mut s = bootstrapped();
@@ -268,6 +276,7 @@ fn erasure_frees_only_the_blobs_no_one_else_names_and_is_audited() {
     assert!(!erased.event.target.contains("erased"), "the trail names the subject by a keyed hash only");
 }
 
+// traces: R-13
 #[test]
 fn the_audit_chain_detects_removal_and_alteration() {
     let mut s = bootstrapped();
@@ -285,6 +294,7 @@ fn the_audit_chain_detects_removal_and_alteration() {
     assert!(crate::records::audit::verify_chain(&removed).is_err());
 }
 
+// traces: FM-09, FM-10
 #[test]
 fn reusing_a_rotated_refresh_token_revokes_its_family() {
     let mut s = bootstrapped();
@@ -309,6 +319,7 @@ fn reusing_a_rotated_refresh_token_revokes_its_family() {
     assert!(reads::is_family_revoked(&s, &family).unwrap(), "the successor's tokens die with the family");
 }
 
+// traces: FM-05, R-15
 #[test]
 fn idempotency_keys_bind_one_request() {
     let mut s = bootstrapped();
@@ -338,6 +349,7 @@ fn idempotency_keys_bind_one_request() {
     );
 }
 
+// traces: R-13
 #[test]
 fn nothing_keyed_before_the_cluster_secret() {
     let mut s = MemoryState::default();

@@ -338,6 +338,7 @@ mod tests {
         }
     }
 
+    // traces
     #[test]
     fn a_series_has_one_patient_and_links_its_reports() {
         let reports = [report(1, None, Some(2)), report(2, Some(1), None)];
@@ -356,6 +357,7 @@ mod tests {
         assert_eq!(b["link"][0]["relation"], "self");
     }
 
+    // traces
     #[test]
     fn a_link_outside_the_bundle_is_logical() {
         let b = bundle(&report(2, Some(1), None));

@@ -37,7 +37,12 @@ use report::ReportContext;
 pub fn routes() -> OpenApiRouter<AppState> {
     // The analysis reads (and limits) its own body as a stream.
     let upload = OpenApiRouter::new().routes(routes!(create)).layer(DefaultBodyLimit::disable());
-    OpenApiRouter::new().merge(upload).routes(routes!(get)).routes(routes!(get_image)).merge(subjects::routes())
+    OpenApiRouter::new()
+        .merge(upload)
+        .routes(routes!(get))
+        .routes(routes!(get_fhir))
+        .routes(routes!(get_image))
+        .merge(subjects::routes())
 }
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -239,14 +244,11 @@ pub fn no_store(mut resp: Response) -> Response {
 
 /// The report as JSON or as a FHIR Bundle, as the client asked.
 pub fn render(headers: &HeaderMap, report: &Report) -> Response {
-    let resp = if wants_fhir(headers) {
-        let mut resp = axum::Json(fhir::bundle(report)).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(fhir::FHIR_JSON));
-        resp
+    if wants_fhir(headers) {
+        fhir_response(fhir::bundle(report))
     } else {
-        axum::Json(report).into_response()
-    };
-    no_store(resp)
+        no_store(axum::Json(report).into_response())
+    }
 }
 
 fn respond_created(
@@ -287,11 +289,29 @@ pub async fn get(
     Ok(render(&headers, &stored.report))
 }
 
+/// The report as a FHIR R4 Bundle, whatever the `Accept` header (for generated clients, which
+/// cannot negotiate one operation into two types).
+#[utoipa::path(get, path = "/v1/analyses/{id}/fhir", operation_id = "getAnalysisFhir", tag = "analyses",
+    params(("id" = String, Path, description = "Report id (UUID)")),
+    responses((status = 200, description = "The report as a FHIR Bundle (collection)", content_type = "application/fhir+json", body = FhirBundle)),
+    security(("bearerAuth" = []), ("apiKey" = [])))]
+pub async fn get_fhir(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let stored = state.analyses.report(&caller, report_id(&id)?).await?;
+    Ok(fhir_response(fhir::bundle(&stored.report)))
+}
+
+/// A FHIR answer, with its media type, never cached.
+pub fn fhir_response(bundle: serde_json::Value) -> Response {
+    let mut resp = axum::Json(bundle).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(fhir::FHIR_JSON));
+    no_store(resp)
+}
+
 /// A stored copy of an analysed image (organisations that keep images); fetched from a peer,
 /// verified, when this node lacks it.
 #[utoipa::path(get, path = "/v1/analyses/{id}/images/{index}", operation_id = "getAnalysisImage", tag = "analyses",
     params(("id" = String, Path, description = "Report id (UUID)"), ("index" = u32, Path, description = "Image index in the report")),
-    responses((status = 200, description = "The stored image (re-encoded, no metadata)", content_type = "image/jpeg", body = Vec<u8>)),
+    responses((status = 200, description = "The stored image (re-encoded, no metadata)", content_type = "image/jpeg", body = inline(crate::openapi::Binary))),
     security(("bearerAuth" = []), ("apiKey" = [])))]
 pub async fn get_image(
     State(state): State<AppState>,

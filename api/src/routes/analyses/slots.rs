@@ -79,6 +79,7 @@ impl AnalysisSlots {
 mod tests {
     use super::*;
 
+    // traces: FM-02, FM-04, FM-06, R-03, R-17, REQ-5.2
     #[test]
     fn one_tenant_cannot_take_every_slot() {
         let slots = AnalysisSlots::new(4, 0);

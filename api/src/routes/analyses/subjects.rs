@@ -22,7 +22,7 @@ use crate::extract::Caller;
 use crate::state::{rfc3339, AppState};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list)).routes(routes!(erase)).routes(routes!(export))
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(list_fhir)).routes(routes!(erase)).routes(routes!(export))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -81,41 +81,47 @@ pub async fn list(
     Path(subject): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    let subject = checked_subject(&subject)?;
+    series_page(&state, &caller, &subject, &page, wants_fhir(&headers)).await
+}
+
+/// The subject's reports as a FHIR searchset Bundle, whatever the `Accept` header (for
+/// generated clients).
+#[utoipa::path(get, path = "/v1/subjects/{subject}/analyses/fhir", operation_id = "listSubjectAnalysesFhir", tag = "subjects",
+    params(("subject" = String, Path, description = "The pseudonymous subject identifier", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"),
+        Page),
+    responses((status = 200, description = "A page of the series as a searchset", content_type = "application/fhir+json", body = FhirBundle,
+        headers(("Link" = String, description = "rel=\"next\" when there is a next page")))),
+    security(("bearerAuth" = []), ("apiKey" = [])))]
+pub async fn list_fhir(State(state): State<AppState>, caller: Caller, Path(subject): Path<String>, Query(page): Query<Page>) -> Result<Response, ApiError> {
+    series_page(&state, &caller, &subject, &page, true).await
+}
+
+async fn series_page(state: &AppState, caller: &Caller, subject: &str, page: &Page, as_fhir: bool) -> Result<Response, ApiError> {
+    let subject = checked_subject(subject)?;
     let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::validation("limit", "range", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let start = match &page.cursor {
         None => page.offset.unwrap_or(0),
-        Some(c) => c
-            .parse::<usize>()
-            .map_err(|_| ApiError::validation("cursor", "opaque", "cursor must be a value returned as nextCursor"))?,
+        Some(c) => c.parse::<usize>().map_err(|_| ApiError::validation("cursor", "opaque", "cursor must be a value returned as nextCursor"))?,
     };
-    let all = state.analyses.series(&caller, &subject).await?;
-    if all.is_empty() {
-        return Err(ApiError::not_found("subject"));
-    }
+    let all = state.analyses.series(caller, &subject).await?;
     let total = all.len();
     let items: Vec<Report> = all.into_iter().skip(start).take(limit).map(|r| r.report).collect();
     let next = (start + items.len() < total).then(|| (start + items.len()).to_string());
-    let resp = if wants_fhir(&headers) {
-        let current = page.cursor.as_deref().map(String::from).or_else(|| (start > 0).then(|| start.to_string()));
+    let mut resp = if as_fhir {
+        let current = page.cursor.clone().or_else(|| (start > 0).then(|| start.to_string()));
         let links = PageLinks {
-            self_url: page_url(&state, &subject, limit, current.as_deref()),
-            next_url: next.as_deref().map(|c| page_url(&state, &subject, limit, Some(c))),
+            self_url: page_url(state, &subject, limit, current.as_deref()),
+            next_url: next.as_deref().map(|c| page_url(state, &subject, limit, Some(c))),
         };
-        let mut resp = axum::Json(fhir::searchset(&items, total, &links)).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(fhir::FHIR_JSON));
-        resp
+        super::fhir_response(fhir::searchset(&items, total, &links))
     } else {
-        axum::Json(SeriesPage { subject: subject.clone(), items, total, next_cursor: next.clone() }).into_response()
+        no_store(axum::Json(SeriesPage { subject: subject.clone(), items, total, next_cursor: next.clone() }).into_response())
     };
-    let mut resp = no_store(resp);
     if let Some(cursor) = next {
-        if let Ok(v) =
-            HeaderValue::from_str(&format!("<{}>; rel=\"next\"", page_url(&state, &subject, limit, Some(&cursor))))
-        {
+        if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"next\"", page_url(state, &subject, limit, Some(&cursor)))) {
             resp.headers_mut().insert(header::LINK, v);
         }
     }
