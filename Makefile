@@ -1,6 +1,7 @@
 # One entry point for developer tasks. CI runs `make test` (see .ci/run and README.md).
 # A persistent target dir outside the clone: RocksDB's C++ build takes ~20 minutes cold.
 export CARGO_TARGET_DIR ?= /var/tmp/dermagate-target
+SHELL := /bin/bash
 BIN := $(CARGO_TARGET_DIR)/debug/dermagate
 CLUSTER_DIR ?= .local-cluster
 
@@ -27,12 +28,14 @@ down:
 test: deps
 	cargo fmt --all -- --check
 	scripts/check-boundaries.sh
+	python3 scripts/traceability.py check
 	cargo build --workspace --all-targets
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace --no-fail-fast
+	set -o pipefail; cargo test --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.txt
 	deploy/check.sh
 	DERMAGATE_BIN=$(BIN) grafana/check_cluster_live.sh
 	DERMAGATE_BIN=$(BIN) scripts/check-integrator.sh
+	DERMAGATE_BIN=$(BIN) scripts/check-ifu.sh
 	$(MAKE) chaos PROFILE=ci
 
 ## verify: the same checks as `test` (the name the house style uses).

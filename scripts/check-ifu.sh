@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# traces
 # Runs the onboarding walkthrough of the instructions for use (docs/ifu.md, section 5
 # "Onboarding, step by step") against a fresh local cluster, so that the IFU cannot rot: an IFU
 # whose commands fail against the device it describes (a missing --cacert, a tool Debian lacks, a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# traces, REQ-5.3
 # The integrator's contract, checked with tools nobody here wrote (issue 13):
 #   1. the committed docs/openapi.json is what the code declares (`dermagate openapi`), and
 #      every node serves exactly it;

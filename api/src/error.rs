@@ -354,8 +354,10 @@ pub fn schema_error(text: &str) -> ApiError {
     } else {
         "type"
     };
+    // A missing or unknown member is named in full: `attestation.attestedBy`, not `attestation`.
     let field = match (rule, detail.split('`').nth(1)) {
         ("required" | "unknown_field", Some(name)) if field == "body" => name.to_string(),
+        ("required" | "unknown_field", Some(name)) => format!("{field}.{name}"),
         _ => field,
     };
     ApiError::Validation { field, rule: rule.into(), detail }

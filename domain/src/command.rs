@@ -155,6 +155,7 @@ pub enum Command {
     RevokeToken {
         jti: String,
         exp_secs: i64,
+        org_id: Uuid,
     },
     PurgeRevocations {
         before_secs: i64,
@@ -222,6 +223,9 @@ pub enum Command {
     RestoreRecords {
         records: Vec<(Vec<u8>, Vec<u8>)>,
         replace: bool,
+        /// The first part of a restore: refused unless the cluster holds no organisation but the
+        /// platform's (a backup is restored into a new cluster, never over tenants' data).
+        into_new_cluster: bool,
     },
 }
 

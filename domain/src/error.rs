@@ -74,6 +74,8 @@ pub enum Rejection {
     SecondFactorInvalid,
     #[error("the cluster secret is not set yet (bootstrap not complete)")]
     NotBootstrapped,
+    #[error("a backup is restored only into a new cluster; this one already holds organisations")]
+    RestoreNeedsNewCluster,
     #[error("unsupported command schema {0}")]
     UnsupportedSchema(u16),
     #[error("invalid command: {0}")]
@@ -117,6 +119,7 @@ impl Rejection {
             Rejection::AlreadyExists(_)
             | Rejection::UsernameTaken
             | Rejection::SubjectErased
+            | Rejection::RestoreNeedsNewCluster
             | Rejection::PreviousHasSuccessor { .. }
             | Rejection::IdempotencyDone { .. } => ErrorCode::Conflict,
             Rejection::IdempotencyInFlight => ErrorCode::InFlight,

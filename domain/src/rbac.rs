@@ -89,6 +89,7 @@ pub fn may_grant(granter: &[Role], role: Role) -> bool {
 mod tests {
     use super::*;
 
+    // traces: FM-06
     #[test]
     fn only_platform_admin_manages_the_cluster_and_organisations() {
         for role in [Role::OrgAdmin, Role::Clinician, Role::Auditor] {

@@ -144,6 +144,7 @@ mod tests {
         assert_eq!(to_model_input(&img, 64, 64).len(), 64 * 64 * 3);
     }
 
+    // traces
     #[test]
     fn every_rejection_rule_has_its_reason() {
         let l = DecodeLimits::default();
@@ -165,6 +166,7 @@ mod tests {
         assert_eq!(decode(&png(400, 300), "image/png", &tight).unwrap_err().rule(), "max_bytes");
     }
 
+    // traces: FM-04, R-17
     #[test]
     fn a_decompression_bomb_is_refused_before_decoding() {
         // 20000 x 20000 of one colour compresses to a few hundred KB but would need 1.2 GB.

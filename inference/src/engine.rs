@@ -317,6 +317,7 @@ mod tests {
         Label { code: code.into(), display: code.into(), malignant, urgent_referral: malignant }
     }
 
+    // traces: R-05
     #[test]
     fn percentages_sum_to_exactly_one_hundred_and_are_ranked() {
         let labels = [label("a", true), label("b", false), label("c", false)];
@@ -331,11 +332,13 @@ mod tests {
         assert!((s.malignancy - 10.0).abs() < 1e-9);
     }
 
+    // traces: R-09
     #[test]
     fn no_valid_image_means_no_summary() {
         assert!(summarise(&[label("a", false), label("b", false)], &[]).is_none());
     }
 
+    // traces: REQ-5.4
     #[test]
     fn a_stored_copy_keeps_no_metadata_and_is_scaled_down() {
         let img = RgbImage::from_fn(2000, 1000, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 7]));

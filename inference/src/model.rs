@@ -153,6 +153,7 @@ mod tests {
         assert!(diff > 0.05, "the output does not depend on the image: {p:?} vs {q:?}");
     }
 
+    // traces: R-12
     #[test]
     fn a_manifest_that_disagrees_with_its_graph_is_refused() {
         let dir = tempfile::tempdir().unwrap();

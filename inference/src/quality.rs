@@ -161,6 +161,7 @@ mod tests {
         assert!(v.score >= 50);
     }
 
+    // traces
     #[test]
     fn blurred_dark_and_overexposed_versions_fail_for_the_right_reason() {
         let img = sharp_image(640, 480);

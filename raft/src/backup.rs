@@ -61,11 +61,14 @@ impl RaftNode {
         let mut chunk = Vec::new();
         let mut chunk_bytes = 0;
         let mut pending = decoded.records.into_iter().peekable();
+        let mut first = true;
         while let Some((k, v)) = pending.next() {
             chunk_bytes += k.len() + v.len();
             chunk.push((k, v));
             if chunk_bytes > RESTORE_CHUNK_BYTES || pending.peek().is_none() {
-                let command = Command::RestoreRecords { records: std::mem::take(&mut chunk), replace: false };
+                let records = std::mem::take(&mut chunk);
+                let command =
+                    Command::RestoreRecords { records, replace: false, into_new_cluster: std::mem::take(&mut first) };
                 let request = Request::new(dermagate_domain::services::now_ms(), actor, command);
                 let (outcome, _) = self.write_indexed(request).await?;
                 outcome.into_result().map_err(ServiceError::from)?;

@@ -146,6 +146,7 @@ pub fn snapshot_from(
 mod tests {
     use super::*;
 
+    // traces: FM-05
     #[test]
     fn an_append_entries_round_trips_through_protobuf() {
         let req = dermagate_domain::Request::new(5, "tester", dermagate_domain::Command::Noop);

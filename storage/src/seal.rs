@@ -224,6 +224,7 @@ fn open_private(path: &Path) -> std::io::Result<fs::File> {
 mod tests {
     use super::*;
 
+    // traces: R-13
     #[test]
     fn sealed_values_open_only_with_the_same_aad() {
         let s = Sealer::ephemeral();
@@ -245,6 +246,7 @@ mod tests {
         assert_eq!(s2.open(b"a", &old).unwrap(), b"old");
     }
 
+    // traces: R-13
     #[test]
     fn wrong_kek_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,8 @@
 //! on loopback, started with `dermagate local up`, with real TLS and real RocksDB, plus the
 //! operations tests need (kill, stop, restart, pause, add a node) and HTTP helpers.
 
+pub mod app;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

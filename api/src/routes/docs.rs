@@ -115,6 +115,7 @@ pub async fn ifu_markdown() -> impl IntoResponse {
 mod tests {
     use super::*;
 
+    // traces: R-11
     #[test]
     fn the_reference_loads_nothing_from_elsewhere() {
         for (name, _, bytes) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".html") || *n == "init.js") {
@@ -125,6 +126,7 @@ mod tests {
         assert!(init.contains("/openapi.json"));
     }
 
+    // traces
     #[test]
     fn the_ifu_states_the_intended_purpose_input_requirements_and_errors() {
         let html = ifu_html();

@@ -132,7 +132,8 @@ pub fn record_command(state: &mut impl StateWrite, req: &Request, outcome: &Outc
             ev("signing_key_rotated", PLATFORM_ORG_ID, key.kid.clone(), String::new())
         }
         Command::PutSigningKey(key) => ev("signing_key_created", PLATFORM_ORG_ID, key.kid.clone(), String::new()),
-        Command::RevokeToken { .. } => ev("token_revoked", PLATFORM_ORG_ID, "a token".into(), String::new()),
+        // The token's own organisation sees its revocation (the id is not recorded).
+        Command::RevokeToken { org_id, .. } => ev("token_revoked", *org_id, "a token".into(), String::new()),
         Command::RotateRefreshToken { record, .. } if !outcome.is_done() => ev(
             "refresh_token_reused",
             org_of_user(state, &record.user_id)?,

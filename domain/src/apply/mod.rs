@@ -105,7 +105,7 @@ fn dispatch(state: &mut impl StateWrite, req: &Request) -> Result<Outcome, State
             tokens::rotate_signing_key(state, key, *retire_after_secs)
         }
         Command::PurgeSigningKeys { now_secs } => tokens::purge_signing_keys(state, *now_secs),
-        Command::RevokeToken { jti, exp_secs } => tokens::revoke_token(state, jti, *exp_secs),
+        Command::RevokeToken { jti, exp_secs, .. } => tokens::revoke_token(state, jti, *exp_secs),
         Command::PurgeRevocations { before_secs } => tokens::purge_revocations(state, *before_secs),
         Command::StoreRefreshToken { token, record } => tokens::store_refresh(state, token, record),
         Command::RotateRefreshToken { old, new, record } => tokens::rotate_refresh(state, old, new, record),
@@ -136,6 +136,8 @@ fn dispatch(state: &mut impl StateWrite, req: &Request) -> Result<Outcome, State
             );
             Ok(Outcome::Done)
         }
-        Command::RestoreRecords { records, replace } => organizations::restore_records(state, records, *replace),
+        Command::RestoreRecords { records, replace, into_new_cluster } => {
+            organizations::restore_records(state, records, *replace, *into_new_cluster)
+        }
     }
 }

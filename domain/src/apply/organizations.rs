@@ -70,7 +70,11 @@ pub fn restore_records(
     state: &mut impl StateWrite,
     records: &[(Vec<u8>, Vec<u8>)],
     replace: bool,
+    into_new_cluster: bool,
 ) -> Result<Outcome, StateError> {
+    if into_new_cluster && crate::reads::organizations(state)?.iter().any(|o| o.id != crate::records::PLATFORM_ORG_ID) {
+        return rejected(Rejection::RestoreNeedsNewCluster);
+    }
     const KINDS: [&str; 21] = [
         keys::ORG,
         keys::USER,

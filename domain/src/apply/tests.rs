@@ -359,3 +359,16 @@ fn nothing_keyed_before_the_cluster_secret() {
         Outcome::Rejected(Rejection::NotBootstrapped)
     );
 }
+
+// traces: R-13
+#[test]
+fn a_backup_is_restored_only_into_a_new_cluster() {
+    let mut s = bootstrapped();
+    let records = vec![(crate::keys::org(&Uuid::from_u128(9)), b"{}".to_vec())];
+    let restore = |first| Command::RestoreRecords { records: records.clone(), replace: false, into_new_cluster: first };
+    assert_eq!(run(&mut s, T0, restore(true)), Outcome::Done, "an empty cluster takes a backup");
+    let mut used = bootstrapped();
+    org(&mut used);
+    assert_eq!(run(&mut used, T0, restore(true)), Outcome::Rejected(Rejection::RestoreNeedsNewCluster));
+    assert_eq!(run(&mut used, T0, restore(false)), Outcome::Done, "later parts of the same restore follow the first");
+}

@@ -231,7 +231,14 @@ impl Identity {
         if let Ok(v) = self.tokens.verify(token, now_secs()) {
             if owns_or_administers(caller, &v.claims.sub, &v.claims.org_id) {
                 self.ctx
-                    .commit(&caller.actor(), Command::RevokeToken { jti: v.claims.jti.clone(), exp_secs: v.claims.exp })
+                    .commit(
+                        &caller.actor(),
+                        Command::RevokeToken {
+                            jti: v.claims.jti.clone(),
+                            exp_secs: v.claims.exp,
+                            org_id: v.claims.org_id,
+                        },
+                    )
                     .await?;
                 metrics::counter!("dermagate_revocations_total", "kind" => "token").increment(1);
             }

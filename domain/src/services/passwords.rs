@@ -178,6 +178,7 @@ fn hash_with(params: &Params, password: &str) -> Result<String, argon2::password
 mod tests {
     use super::*;
 
+    // traces: FM-12
     #[tokio::test]
     async fn hashes_are_argon2id_phc_and_verify() {
         let p = Passwords::new(&PasswordSettings { memory_kib: 1024, iterations: 1, ..Default::default() }).unwrap();
@@ -189,6 +190,7 @@ mod tests {
         assert!(!p.verify("anything".into(), None).await.unwrap());
     }
 
+    // traces: FM-07, FM-12
     #[test]
     fn the_policy_refuses_common_patterned_and_username_passwords() {
         let p = Passwords::new(&PasswordSettings { memory_kib: 1024, iterations: 1, ..Default::default() }).unwrap();

@@ -295,7 +295,11 @@ pub async fn get(
     params(("id" = String, Path, description = "Report id (UUID)")),
     responses((status = 200, description = "The report as a FHIR Bundle (collection)", content_type = "application/fhir+json", body = FhirBundle)),
     security(("bearerAuth" = []), ("apiKey" = [])))]
-pub async fn get_fhir(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_fhir(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let stored = state.analyses.report(&caller, report_id(&id)?).await?;
     Ok(fhir_response(fhir::bundle(&stored.report)))
 }

@@ -92,11 +92,22 @@ pub async fn list(
     responses((status = 200, description = "A page of the series as a searchset", content_type = "application/fhir+json", body = FhirBundle,
         headers(("Link" = String, description = "rel=\"next\" when there is a next page")))),
     security(("bearerAuth" = []), ("apiKey" = [])))]
-pub async fn list_fhir(State(state): State<AppState>, caller: Caller, Path(subject): Path<String>, Query(page): Query<Page>) -> Result<Response, ApiError> {
+pub async fn list_fhir(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(subject): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
     series_page(&state, &caller, &subject, &page, true).await
 }
 
-async fn series_page(state: &AppState, caller: &Caller, subject: &str, page: &Page, as_fhir: bool) -> Result<Response, ApiError> {
+async fn series_page(
+    state: &AppState,
+    caller: &Caller,
+    subject: &str,
+    page: &Page,
+    as_fhir: bool,
+) -> Result<Response, ApiError> {
     let subject = checked_subject(subject)?;
     let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -104,7 +115,9 @@ async fn series_page(state: &AppState, caller: &Caller, subject: &str, page: &Pa
     }
     let start = match &page.cursor {
         None => page.offset.unwrap_or(0),
-        Some(c) => c.parse::<usize>().map_err(|_| ApiError::validation("cursor", "opaque", "cursor must be a value returned as nextCursor"))?,
+        Some(c) => c
+            .parse::<usize>()
+            .map_err(|_| ApiError::validation("cursor", "opaque", "cursor must be a value returned as nextCursor"))?,
     };
     let all = state.analyses.series(caller, &subject).await?;
     let total = all.len();
@@ -118,10 +131,15 @@ async fn series_page(state: &AppState, caller: &Caller, subject: &str, page: &Pa
         };
         super::fhir_response(fhir::searchset(&items, total, &links))
     } else {
-        no_store(axum::Json(SeriesPage { subject: subject.clone(), items, total, next_cursor: next.clone() }).into_response())
+        no_store(
+            axum::Json(SeriesPage { subject: subject.clone(), items, total, next_cursor: next.clone() })
+                .into_response(),
+        )
     };
     if let Some(cursor) = next {
-        if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"next\"", page_url(state, &subject, limit, Some(&cursor)))) {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("<{}>; rel=\"next\"", page_url(state, &subject, limit, Some(&cursor))))
+        {
             resp.headers_mut().insert(header::LINK, v);
         }
     }
