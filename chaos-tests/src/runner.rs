@@ -323,6 +323,26 @@ async fn run_on(
     };
     let dir = opts.out.join(started_utc.format("%Y%m%dT%H%M%SZ").to_string());
     report.write(&dir)?;
+    write_history(&dir, &ops, &history.faults())?;
     eprintln!("report: {}", dir.display());
     Ok(report)
+}
+
+/// Every operation and fault window of the run, one JSON object per line (`history.jsonl`), so a
+/// failed verdict can be investigated after the cluster is gone.
+fn write_history(
+    dir: &std::path::Path,
+    ops: &[crate::history::Op],
+    faults: &[crate::history::FaultWindow],
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
+    for fault in faults {
+        writeln!(out, "{}", serde_json::json!({ "fault": fault }))?;
+    }
+    for op in ops {
+        writeln!(out, "{}", serde_json::to_string(op)?)?;
+    }
+    out.flush()?;
+    Ok(())
 }

@@ -178,4 +178,42 @@ mod tests {
         let err = decode(&bomb, "image/png", &DecodeLimits::default()).unwrap_err();
         assert_eq!(err.rule(), "max_pixels");
     }
+
+    /// Property-based fuzzing of image decoding (stable toolchain; `PROPTEST_CASES=100000` for a
+    /// long run, see docs/operations.md): whatever the bytes and the declared type, decoding
+    /// answers Ok or a typed refusal, never a panic, and never more pixels than the limit.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn mutated_png() -> impl Strategy<Value = Vec<u8>> {
+            let base = png(64, 48);
+            proptest::collection::vec((0..base.len(), any::<u8>()), 0..16).prop_map(move |edits| {
+                let mut bytes = base.clone();
+                for (at, value) in edits {
+                    bytes[at] = value;
+                }
+                bytes
+            })
+        }
+        proptest! {
+            // traces: R-03, FM-04
+            #[test]
+            fn fuzz_decoding_arbitrary_bytes_never_panics(
+                bytes in prop_oneof![proptest::collection::vec(any::<u8>(), 0..4096), mutated_png()],
+                kind in prop_oneof![
+                    Just("image/png".to_string()),
+                    Just("image/jpeg".to_string()),
+                    Just("image/webp".to_string()),
+                    Just("image/gif".to_string()),
+                    ".{0,20}",
+                ],
+            ) {
+                let limits = DecodeLimits { min_width: 1, min_height: 1, ..DecodeLimits::default() };
+                if let Ok(img) = decode(&bytes, &kind, &limits) {
+                    prop_assert!(u64::from(img.width()) * u64::from(img.height()) <= limits.max_pixels);
+                }
+            }
+        }
+    }
 }

@@ -67,6 +67,8 @@ fn node_params(id: u64, days: i64, ip: Option<IpAddr>) -> anyhow::Result<Certifi
     params.distinguished_name = dn;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    // Strict validators (sslyze, some browsers) build the chain by key identifier.
+    params.use_authority_key_identifier_extension = true;
     let (y, m, d) = ymd(chrono::Utc::now() - chrono::Duration::days(1));
     params.not_before = rcgen::date_time_ymd(y, m, d);
     let (y, m, d) = ymd(chrono::Utc::now() + chrono::Duration::days(days.max(1)));
@@ -144,6 +146,7 @@ pub fn issue_pem(dir: &Path, name: &str, days: i64) -> anyhow::Result<(String, S
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
     let (y, m, d) = ymd(chrono::Utc::now() - chrono::Duration::days(1));
     params.not_before = rcgen::date_time_ymd(y, m, d);
     let (y, m, d) = ymd(chrono::Utc::now() + chrono::Duration::days(days.max(1)));

@@ -336,3 +336,69 @@ pub fn claims_for(kind: PrincipalKind, sub: String, client_id: String, org_id: U
         amr: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Token parsing under fuzzing (stable toolchain; `PROPTEST_CASES=100000` for a long run):
+    //! any string that is not a token this cluster signed, including every one-character change
+    //! of a real token, is refused without a panic.
+
+    use super::*;
+    use crate::command::{Command, Request};
+    use crate::local::LocalCluster;
+    use proptest::prelude::*;
+
+    fn service() -> (Arc<LocalCluster>, TokenService) {
+        let cluster = LocalCluster::new();
+        let now = 1_800_000_000;
+        for command in [
+            Command::EnsureClusterSecret { secret: vec![1; 32] },
+            Command::PutSigningKey(generate_signing_key(now).unwrap()),
+        ] {
+            cluster.apply(&Request::new(now * 1000, "test", command)).unwrap();
+        }
+        let tokens = TokenService::new(cluster.clone(), TokenSettings::default());
+        (cluster, tokens)
+    }
+
+    fn a_token(tokens: &TokenService) -> String {
+        let claims = claims_for(
+            PrincipalKind::Client,
+            "dgc_x".into(),
+            "dgc_x".into(),
+            Uuid::from_u128(7),
+            "reports:read".into(),
+        );
+        tokens.issue(claims, 1_800_000_000_000).unwrap().0
+    }
+
+    #[test]
+    fn a_token_this_cluster_signed_verifies() {
+        let (_c, tokens) = service();
+        let token = a_token(&tokens);
+        assert!(tokens.verify(&token, 1_800_000_010).is_ok());
+        assert!(tokens.verify(&token, 1_800_000_000 + 24 * 3600).is_err(), "expired");
+    }
+    proptest! {
+        // traces: FM-08, FM-11
+        #[test]
+        fn fuzz_arbitrary_strings_are_refused(text in ".{0,300}", dots in "[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,200}\\.[A-Za-z0-9_-]{0,90}") {
+            let (_c, tokens) = service();
+            prop_assert!(tokens.verify(&text, 1_800_000_010).is_err());
+            prop_assert!(tokens.verify(&dots, 1_800_000_010).is_err());
+        }
+
+        // traces: FM-08, FM-11
+
+        #[test]
+        fn fuzz_any_changed_character_of_a_real_token_is_refused(at in any::<prop::sample::Index>(), with in "[A-Za-z0-9_.=-]") {
+            let (_c, tokens) = service();
+            let token = a_token(&tokens);
+            let i = at.index(token.len());
+            let mut changed = token.clone();
+            changed.replace_range(i..i + 1, &with);
+            prop_assume!(changed != token);
+            prop_assert!(tokens.verify(&changed, 1_800_000_010).is_err(), "{changed}");
+        }
+    }
+}

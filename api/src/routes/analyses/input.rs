@@ -474,3 +474,68 @@ pub fn rejected_image(index: usize, e: &DecodeError) -> ApiError {
     };
     ApiError::validation(field, e.rule(), format!("image {index}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property-based fuzzing of request-body parsing (stable toolchain; `PROPTEST_CASES=100000`
+    //! for a long run): whatever arrives, the answer is an input or a problem with a 4xx status,
+    //! never a panic and never a 5xx.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits() -> InputLimits {
+        InputLimits { max_images: 3, max_image_bytes: 64 << 10, max_body_bytes: 1 << 20 }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("iVBORw0KGgo=")),
+            Just(serde_json::Value::from("image/png")),
+            Just(serde_json::Value::from("ARM_LEFT")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            let keys = prop_oneof![
+                Just("images".to_string()),
+                Just("data".to_string()),
+                Just("contentType".to_string()),
+                Just("subject".to_string()),
+                Just("bodySite".to_string()),
+                Just("knownCondition".to_string()),
+                Just("previousReportId".to_string()),
+                "[a-z]{1,8}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn is_client_error(e: &ApiError) -> bool {
+        (400..500).contains(&e.status().as_u16())
+    }
+    proptest! {
+        // traces: R-03, REQ-5.3
+        #[test]
+        fn fuzz_arbitrary_bytes_parse_to_an_input_or_a_client_error(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Err(e) = parse_json(&bytes, &limits()) {
+                prop_assert!(is_client_error(&e), "{e:?}");
+            }
+        }
+
+        // traces: R-03, REQ-5.3
+
+        #[test]
+        fn fuzz_arbitrary_json_parses_to_an_input_or_a_client_error(value in json_value()) {
+            if let Err(e) = parse_json(value.to_string().as_bytes(), &limits()) {
+                prop_assert!(is_client_error(&e), "{e:?}");
+            }
+        }
+    }
+}
