@@ -8,7 +8,7 @@ CLUSTER_DIR ?= .local-cluster
 PROFILE ?= ci
 SEED ?=
 
-.PHONY: deps build run down test verify fix chaos bench-writes bench-auth bench-analyses check-live
+.PHONY: deps build run down test verify fix chaos bench-writes bench-auth bench-analyses check-live model-ham10000
 
 deps:
 	@scripts/install-deps.sh
@@ -78,3 +78,9 @@ bench-analyses: build
 ## Uses the binary already built (DERMAGATE_BIN, default $(BIN)); needs prometheus, python3, curl.
 check-live:
 	DERMAGATE_BIN=$(BIN) grafana/check_cluster_live.sh
+
+## model-ham10000: OPTIONAL trained model (sklesion's HAM10000 classifier, NOT FOR CLINICAL USE)
+## converted to ONNX in models/ham10000 (throw-away venv, PyPI only, ~2 min; docs/model-ham10000.md).
+## Use it with: DERMAGATE_INFERENCE__MODEL_DIR=$(CURDIR)/models/ham10000 make run
+model-ham10000:
+	DERMAGATE_BIN=$(BIN) scripts/model-ham10000.sh --out $(CURDIR)/models/ham10000

@@ -130,7 +130,7 @@ fn add_shared_answers(path: &str, op: &mut Operation) {
         // A write the state refuses: it exists already, or the organisation is suspended.
         statuses.extend(["409", "422", "504", "507"]);
     }
-    if path.starts_with("/v1/auth/") {
+    if path.starts_with("/v1/auth/") || path == "/compat/legit/login" {
         // Sign-in and registration: per-address budget, throttled guessing, refused credentials,
         // a taken username.
         statuses.extend(["401", "409", "422", "429", "504", "507"]);
@@ -345,6 +345,7 @@ mod tests {
             "Jwk",
             "LoginRequest",
             "Problem",
+            "LegitToken",
         ];
         for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
             if rfc_named.contains(&name.as_str()) {

@@ -288,3 +288,90 @@ async fn t80_low_findings_introspection_oracles_and_scope_narrowing() {
     let (s, _, _) = app.json(post_json("/v1/analyses", Some(narrow), &body)).await;
     assert_eq!(s, 403, "a token narrowed to reports:read cannot analyse");
 }
+
+fn png_base64(img: &image::RgbImage) -> String {
+    use base64::Engine;
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+}
+
+// traces
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_the_legit_health_profile_is_the_same_device_in_their_shape() {
+    let app = TestApp::start(ApiSettings::default()).await.unwrap();
+    let admin = app.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+    let (_, _, _, _) = tenant(&app, &admin, "legit").await;
+    let login = Request::post("/compat/legit/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("username=legit-clinician&password={PASSWORD}")))
+        .unwrap();
+    let (s, _, token) = app.json(login).await;
+    assert_eq!(s, 200, "{token}");
+    assert!(token["expires_in_minutes"].as_u64().unwrap() > 0);
+    let token = token["access_token"].as_str().unwrap().to_string();
+
+    let skin =
+        png_base64(&dermagate_inference::synthetic::skin(dermagate_inference::synthetic::Fitzpatrick::V, 640, 480, 3));
+    let request = |previous: Option<&str>| {
+        let mut body = json!({
+            "payload": [{"contentAttachment": {"data": skin, "title": "close-up", "contentType": "image/png"}}],
+            "bodySite": "armLeft",
+            "knownCondition": {"conclusion": {"text": "Naevus"}},
+            "subject": {"reference": "legit-subject-1"},
+        });
+        if let Some(p) = previous {
+            body["previousDiagnosticReportId"] = json!(p);
+        }
+        body
+    };
+    let first_req = Request::post("/compat/legit/diagnosis-support")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .header("idempotency-key", "legit-key-1")
+        .body(Body::from(request(None).to_string()))
+        .unwrap();
+    let (s, h, first) = app.json(first_req).await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first["status"], "preliminary");
+    assert_eq!(first["conclusions"][0]["coding"]["system"], "ICD-11", "{first}");
+    let validity = &first["imagingStudySeries"][0]["media"]["validity"];
+    assert_eq!(validity["isValid"], true, "{first}");
+    assert_eq!(validity["metrics"]["domain"]["isDermatological"], true);
+    let id = first["identifier"]["value"].as_str().unwrap().to_string();
+    assert!(h["location"].to_str().unwrap().ends_with(&format!("/v1/analyses/{id}")));
+
+    let (s, _, native) = app.json(get(&format!("/v1/analyses/{id}"), Some(&token))).await;
+    assert_eq!(
+        (s, native["bodySite"]["code"].as_str(), native["knownCondition"].as_str()),
+        (200, Some("ARM_LEFT"), Some("Naevus"))
+    );
+
+    let replay = Request::post("/compat/legit/diagnosis-support")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .header("idempotency-key", "legit-key-1")
+        .body(Body::from(request(None).to_string()))
+        .unwrap();
+    let (s, h, again) = app.json(replay).await;
+    assert_eq!((s, again["identifier"]["value"].as_str()), (200, Some(id.as_str())));
+    assert_eq!(h["idempotent-replayed"], "true");
+
+    let second = app.json(post_json("/compat/legit/diagnosis-support", Some(&token), &request(Some(&id)))).await;
+    assert_eq!(second.0, 200, "{}", second.2);
+    assert_eq!(second.2["previousDiagnosticReportId"].as_str(), Some(id.as_str()));
+    let (_, _, series) = app.json(get("/v1/subjects/legit-subject-1/analyses", Some(&token))).await;
+    assert_eq!(series["total"], 2, "one series for both shapes: {series}");
+    assert_eq!(series["items"][0]["nextReportId"], second.2["identifier"]["value"]);
+
+    let noise = dermagate_inference::synthetic::noise(640, 480, 9);
+    let body = json!({"payload": [{"contentAttachment": {"data": png_base64(&noise), "contentType": "image/png"}}], "bodySite": "armLeft"});
+    let (s, _, out) = app.json(post_json("/compat/legit/diagnosis-support", Some(&token), &body)).await;
+    assert_eq!(s, 200, "{out}");
+    let media = &out["imagingStudySeries"][0]["media"]["validity"];
+    assert_eq!(
+        (media["isValid"].as_bool(), media["metrics"]["domain"]["isDermatological"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(out["conclusions"], json!([]), "no diagnosis from an image that is not of skin");
+}

@@ -79,7 +79,7 @@ fn check_report_shape(r: &Value) {
     assert_eq!(r["notice"], "Demonstration model, not for clinical use");
     assert_eq!(r["model"]["name"], "dermagate-demo");
     let conclusions = r["conclusions"].as_array().unwrap();
-    assert_eq!(conclusions.len(), 8);
+    assert_eq!(conclusions.len(), 8, "{}", r["imagingStudySeries"]);
     let sum: f64 = conclusions.iter().map(|c| c["probability"].as_f64().unwrap()).sum();
     assert!((sum - 100.0).abs() < 0.011, "probabilities sum to {sum}");
     let probs: Vec<f64> = conclusions.iter().map(|c| c["probability"].as_f64().unwrap()).collect();

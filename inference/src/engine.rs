@@ -187,7 +187,7 @@ fn assess_and_predict(
     timings: &mut StageTimings,
 ) -> Result<ImageResult, AnalysisError> {
     let started = Instant::now();
-    let verdict = quality::assess(rgb.as_raw(), rgb.width(), rgb.height(), &settings.quality);
+    let verdict = quality::assess_image(rgb, &settings.quality);
     timings.quality += started.elapsed();
     for check in &verdict.failed_checks {
         metrics::counter!("dermagate_inference_quality_rejections_total", "check" => *check).increment(1);

@@ -4,6 +4,7 @@
 //! **This crate knows nothing of HTTP, Raft or storage.**
 
 pub mod decode;
+pub mod domain;
 pub mod engine;
 pub mod manifest;
 pub mod model;

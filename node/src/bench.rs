@@ -46,7 +46,7 @@ pub(crate) fn bench_client(file: &ClusterFile) -> anyhow::Result<reqwest::Client
 async fn write_once(t: &Target, url: &str, n: u64) -> bool {
     let body = serde_json::json!({
         "name": format!("bench-org-{n}"),
-        "attestation": { "contract_reference": format!("bench-{n}"), "attested_by": "bench" },
+        "attestation": { "contractReference": format!("bench-{n}"), "attestedBy": "bench" },
     });
     t.client
         .post(format!("{url}/v1/organizations"))

@@ -94,6 +94,12 @@ pub struct QualityConfig {
     pub max_dark_fraction: f64,
     pub max_bright_fraction: f64,
     pub min_contrast: f64,
+    /// Longest side of the working image the measures are taken on.
+    pub working_side: u32,
+    /// Dermatological-domain check: minimum share of skin-coloured pixels.
+    pub min_skin_fraction: f64,
+    /// Dermatological-domain check: minimum lag-1 autocorrelation of luminance.
+    pub min_texture_correlation: f64,
 }
 
 impl Default for QualityConfig {
@@ -105,6 +111,9 @@ impl Default for QualityConfig {
             max_dark_fraction: t.max_dark_fraction,
             max_bright_fraction: t.max_bright_fraction,
             min_contrast: t.min_contrast,
+            working_side: t.working_side,
+            min_skin_fraction: t.domain.min_skin_fraction,
+            min_texture_correlation: t.domain.min_texture_correlation,
         }
     }
 }

@@ -113,6 +113,11 @@ pub fn engine(config: &NodeConfig) -> anyhow::Result<Engine> {
             min_contrast: q.min_contrast,
             min_width: min.width,
             min_height: min.height,
+            working_side: q.working_side,
+            domain: dermagate_inference::domain::DomainThresholds {
+                min_skin_fraction: q.min_skin_fraction,
+                min_texture_correlation: q.min_texture_correlation,
+            },
         },
         workers,
         queue: if i.queue_capacity == 0 { workers * 8 } else { i.queue_capacity },

@@ -16,7 +16,8 @@ const READ_UP_FRONT: usize = 1 << 20;
 
 pub async fn read_small_bodies(req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let streams_itself = path == "/v1/analyses" || path == "/v1/cluster/restore";
+    let streams_itself =
+        path == "/v1/analyses" || path == "/v1/cluster/restore" || path == "/compat/legit/diagnosis-support";
     let length = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if streams_itself || !length.is_some_and(|n| n > 0 && n <= READ_UP_FRONT) {
         return next.run(req).await;

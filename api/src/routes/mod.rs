@@ -7,6 +7,7 @@ pub mod auth;
 pub mod catalog;
 pub mod clients;
 pub mod cluster;
+pub mod compat_legit;
 pub mod discovery;
 pub mod docs;
 pub mod health;
@@ -36,5 +37,6 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(analyses::routes())
         .merge(catalog::routes())
+        .merge(compat_legit::routes())
         .merge(docs::routes())
 }

@@ -122,6 +122,24 @@ pub struct Quality {
     /// Names of the failed checks.
     pub failed_checks: Vec<String>,
     pub measures: QualityMeasures,
+    /// Whether the image is of skin at all (the device's intended use); an image out of the
+    /// domain is never used for diagnosis and names `domain` in `failedChecks`.
+    #[serde(default)]
+    pub domain: DomainCheck,
+    pub thresholds_version: String,
+}
+
+/// The dermatological-domain check of one image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainCheck {
+    pub is_dermatological: bool,
+    /// 0-100; below 50 means out of domain.
+    pub score: u8,
+    /// Share of skin-coloured pixels (YCbCr skin region).
+    pub skin_fraction: f64,
+    /// Lag-1 autocorrelation of luminance (near 0 for noise, high for photographs).
+    pub texture_correlation: f64,
     pub thresholds_version: String,
 }
 

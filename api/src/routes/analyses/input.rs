@@ -154,13 +154,21 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 
 /// Reads the request body in the form its `Content-Type` announces, within `deadline`: an
 /// upload that does not arrive in time is refused (408) and frees its slot.
-pub async fn read(
+pub fn read<'a>(
     req: Request,
-    state: &AppState,
-    limits: &InputLimits,
+    state: &'a AppState,
+    limits: &'a InputLimits,
     deadline: std::time::Duration,
+) -> futures::future::BoxFuture<'a, Result<AnalysisInput, ApiError>> {
+    Box::pin(within_deadline(deadline, read_body(req, state, limits)))
+}
+
+/// Runs a body read under the body deadline.
+pub async fn within_deadline(
+    deadline: std::time::Duration,
+    read: impl std::future::Future<Output = Result<AnalysisInput, ApiError>>,
 ) -> Result<AnalysisInput, ApiError> {
-    match tokio::time::timeout(deadline, read_body(req, state, limits)).await {
+    match tokio::time::timeout(deadline, read).await {
         Ok(read) => read,
         Err(_) => {
             metrics::counter!("dermagate_http_body_timeouts_total").increment(1);
@@ -194,11 +202,11 @@ async fn read_body(req: Request, state: &AppState, limits: &InputLimits) -> Resu
     }
 }
 
-fn too_large(limits: &InputLimits) -> ApiError {
+pub(crate) fn too_large(limits: &InputLimits) -> ApiError {
     ApiError::PayloadTooLarge(format!("the request body exceeds {} bytes", limits.max_body_bytes))
 }
 
-fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
         if c.is::<http_body_util::LengthLimitError>() {
@@ -223,7 +231,7 @@ async fn read_json(req: Request, limits: &InputLimits) -> Result<AnalysisInput, 
 
 /// CPU work on megabytes (JSON parsing, base64, hashing) runs on the blocking pool, never on the
 /// async runtime's threads.
-async fn off_runtime<T: Send + 'static>(
+pub(crate) async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?
@@ -329,7 +337,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limits: &InputLi
     }
 }
 
-fn check_count(n: usize, limits: &InputLimits) -> Result<(), ApiError> {
+pub(crate) fn check_count(n: usize, limits: &InputLimits) -> Result<(), ApiError> {
     if n == 0 {
         return Err(ApiError::validation("images", "required", "send at least one image"));
     }
@@ -348,7 +356,12 @@ fn image_too_large(index: usize, bytes: usize, limits: &InputLimits) -> ApiError
     ApiError::validation(format!("images[{index}].data"), e.rule(), e.to_string())
 }
 
-fn decode_base64(index: usize, data: &str, content_type: &str, limits: &InputLimits) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decode_base64(
+    index: usize,
+    data: &str,
+    content_type: &str,
+    limits: &InputLimits,
+) -> Result<Vec<u8>, ApiError> {
     let payload = match data.split_once(";base64,") {
         Some((prefix, rest)) if prefix.starts_with("data:") => {
             if !prefix["data:".len()..].eq_ignore_ascii_case(content_type) {
@@ -388,7 +401,7 @@ fn decode_base64(index: usize, data: &str, content_type: &str, limits: &InputLim
     Ok(bytes)
 }
 
-fn metadata(
+pub(crate) fn metadata(
     images: Vec<UploadedImage>,
     subject: Option<String>,
     site: Option<String>,

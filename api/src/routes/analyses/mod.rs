@@ -31,7 +31,8 @@ use crate::error::{ApiError, Problem};
 use crate::extract::Caller;
 use crate::state::AppState;
 use fhir_schema::FhirBundle;
-use input::{AnalysisForm, AnalysisInput, AnalysisRequest};
+use futures::future::BoxFuture;
+use input::{AnalysisForm, AnalysisInput, AnalysisRequest, InputLimits};
 use report::ReportContext;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -84,12 +85,31 @@ pub async fn create(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let (stored, replayed) = submit(&state, caller, &headers, request, input::read).await?;
+    respond_created(&state, &headers, &stored.report, replayed)
+}
+
+/// One analysis request of any shape, end to end: admission (credentials, scope, fair slot),
+/// the body read by `read` within its deadline, the `Idempotency-Key`, the analysis and the
+/// stored report. Returns the report and whether it is the replay of an earlier request.
+pub async fn submit(
+    state: &AppState,
+    caller: Result<Caller, ApiError>,
+    headers: &HeaderMap,
+    request: Request,
+    read: impl for<'a> FnOnce(
+        Request,
+        &'a AppState,
+        &'a InputLimits,
+        std::time::Duration,
+    ) -> BoxFuture<'a, Result<AnalysisInput, ApiError>>,
+) -> Result<(StoredReport, bool), ApiError> {
     let limit = state.settings.analyses.input.max_body_bytes;
     // Refusals decided before the body is read still read (and drop) it, so the client gets the
     // answer instead of a connection closed under its upload.
     let admitted = caller
         .and_then(|c| c.require(Permission::AnalysesCreate).map(|()| c).map_err(ApiError::from))
-        .and_then(|c| Ok((idempotency_key(&headers)?, c)));
+        .and_then(|c| Ok((idempotency_key(headers)?, c)));
     let (key_text, caller) = match admitted {
         Ok(ok) => ok,
         Err(e) => {
@@ -104,17 +124,17 @@ pub async fn create(
     };
     let started = Instant::now();
     let limits = state.settings.analyses.clone();
-    let input = input::read(request, &state, &limits.input, limits.body_deadline).await?;
+    let input = read(request, state, &limits.input, limits.body_deadline).await?;
     let key = key_text.map(|k| IdempotencyKey::new(&caller, &k, input.fingerprint()));
     if let Some(key) = &key {
         if let Claim::Replay(original) = state.analyses.claim(&caller, key).await? {
             metrics::counter!("dermagate_analyses_total", "outcome" => "replayed").increment(1);
-            return respond_created(&state, &headers, &original.report, true);
+            return Ok((*original, true));
         }
     }
-    match analyse_and_store(&state, &caller, input, key.as_ref(), started).await {
-        Ok(Ok(stored)) => respond_created(&state, &headers, &stored.report, false),
-        Ok(Err(original)) => respond_created(&state, &headers, &original.report, true),
+    match analyse_and_store(state, &caller, input, key.as_ref(), started).await {
+        Ok(Ok(stored)) => Ok((stored, false)),
+        Ok(Err(original)) => Ok((*original, true)),
         Err(e) => {
             if let Some(key) = key {
                 // Outcome-unknown writes keep the claim: the report may exist; the lease expires.

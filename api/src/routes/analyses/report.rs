@@ -5,7 +5,7 @@
 //! in every copy.**
 
 use dermagate_domain::records::report::{
-    BodySiteRef, ClinicalIndicators, Conclusion, ImageReport, ModelRef, Quality, QualityMeasures, Report,
+    BodySiteRef, ClinicalIndicators, Conclusion, DomainCheck, ImageReport, ModelRef, Quality, QualityMeasures, Report,
     DEMONSTRATION_NOTICE,
 };
 use dermagate_inference::engine::{Analysis, ImageResult};
@@ -31,6 +31,13 @@ fn quality(v: &QualityVerdict) -> Quality {
             contrast: m.contrast,
             width: m.width,
             height: m.height,
+        },
+        domain: DomainCheck {
+            is_dermatological: v.domain.is_dermatological,
+            score: v.domain.score,
+            skin_fraction: v.domain.skin_fraction,
+            texture_correlation: v.domain.texture_correlation,
+            thresholds_version: v.domain.thresholds_version.clone(),
         },
         thresholds_version: v.thresholds_version.clone(),
     }
