@@ -2,10 +2,13 @@
 # Installs the Debian packages a fresh machine lacks to build and test dermagate:
 # clang/libclang-dev for RocksDB's bindgen; haproxy, prometheus (promtool), systemd (systemd-analyze),
 # nftables and wrk for the operations tests, the chaos suite and benchmarks; fonts-dejavu-core
-# for the text of the chaos suite's availability chart.
+# for the text of the chaos suite's availability chart; curl and jq for the IFU walkthrough;
+# etcd-server and nginx-light, the peers of the write and HTTPS benchmarks; linux-perf for flame
+# graphs; chromium and chromium-driver for the console's browser tests.
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
-packages=(clang libclang-dev haproxy prometheus nftables wrk systemd fonts-dejavu-core)
+packages=(clang libclang-dev haproxy prometheus nftables wrk systemd fonts-dejavu-core jq curl
+  etcd-server nginx-light linux-perf chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -28,8 +31,8 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 # The integrator's and the attacker's tools, nobody here wrote: OpenAPI validation, a generated
 # Python client, FHIR R4 validation, property-based API testing and TLS scanning.
-python_tools=(openapi-spec-validator openapi-python-client fhir.resources schemathesis sslyze)
-python_modules=(openapi_spec_validator openapi_python_client fhir.resources schemathesis sslyze)
+python_tools=(openapi-spec-validator openapi-python-client fhir.resources schemathesis sslyze selenium)
+python_modules=(openapi_spec_validator openapi_python_client fhir.resources schemathesis sslyze selenium)
 need_python=()
 for i in "${!python_tools[@]}"; do
   python3 -c "import ${python_modules[$i]}" >/dev/null 2>&1 || need_python+=("${python_tools[$i]}")
