@@ -8,7 +8,7 @@ CLUSTER_DIR ?= .local-cluster
 PROFILE ?= ci
 SEED ?=
 
-.PHONY: deps build run down test verify fix chaos bench-writes bench-auth bench-analyses check-live model-ham10000
+.PHONY: deps build run down test verify fix chaos bench-writes flamegraph-writes bench-auth bench-analyses check-live model-ham10000
 
 deps:
 	@scripts/install-deps.sh
@@ -54,11 +54,16 @@ fix:
 chaos:
 	$(CARGO_TARGET_DIR)/debug/dermagate-chaos --profile $(PROFILE) $(if $(SEED),--seed $(SEED)) $(if $(DURATION),--duration-s $(DURATION))
 
-## bench-writes: replicated writes at 1/16/64 clients and the failover window, on a fresh cluster.
+## bench-writes: replicated writes at 1/16/64 clients, the same load against a 3-member etcd 3.4
+## cluster (TLS on client and peer URLs) in the same run, and the failover window; fresh cluster.
 bench-writes: build
 	rm -rf .bench-cluster
 	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench writes --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status
+
+## flamegraph-writes: where a replicated write's CPU goes (perf on every node, 64 clients).
+flamegraph-writes: build
+	scripts/flamegraph-writes.sh $(or $(OUT),docs/flamegraphs/writes-64.svg)
 
 ## bench-auth: authentication cost per request, and /v1/me vs /livez over HTTPS at 64 connections.
 bench-auth: build

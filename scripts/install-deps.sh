@@ -49,3 +49,8 @@ fi
 if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install --quiet --locked cargo-deny
 fi
+# Flame graphs of the write benchmark (scripts/flamegraph-writes.sh): perf's samples folded and
+# drawn by inferno, with nothing fetched at run time.
+if ! command -v inferno-flamegraph >/dev/null 2>&1; then
+  cargo install --quiet --locked inferno
+fi

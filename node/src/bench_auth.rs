@@ -1,7 +1,9 @@
 //! `dermagate bench auth`: what authentication costs. In-process, the microseconds of a token
 //! verification (cold signature check and cached) and of the revocation check against the
 //! replicated state; over HTTPS keep-alive at 64 connections (with `wrk`), the throughput of the
-//! authenticated `GET /v1/me` against the unauthenticated `GET /livez`. Prints figures only.
+//! authenticated `GET /v1/me` against the unauthenticated `GET /livez`, and both against nginx
+//! (Debian `nginx-light`) serving a tiny JSON body over the same TLS, in the same run: the
+//! HTTPS path of a well-tuned web server is the floor to compare with. Prints figures only.
 
 use std::path::Path;
 use std::process::Command;
@@ -153,10 +155,26 @@ async fn over_https(dir: &Path, seconds: u64) -> anyhow::Result<()> {
     let api = &file.nodes[0].api_url;
     let unauth = wrk(&format!("{api}/livez"), None, seconds)?;
     let auth = wrk(&format!("{api}/v1/me"), Some(&format!("Authorization: Bearer {token}")), seconds)?;
+    let ca_dir = file.ca_cert.parent().context("the CA certificate has no directory")?;
+    let nginx = match Nginx::start(ca_dir) {
+        Ok(n) => Some(wrk(&n.url, None, seconds)?),
+        Err(e) => {
+            println!("\nnginx not measured: {e:#}");
+            None
+        }
+    };
     println!("\nHTTPS keep-alive, 64 connections, {seconds} s each, one node (wrk -t2 -c64)");
+    println!("  build profile of this binary: {}", if cfg!(debug_assertions) { "debug (dev)" } else { "release" });
     println!("  GET /livez (no authentication):  {unauth:>10.0} req/s");
     println!("  GET /v1/me (Bearer token):       {auth:>10.0} req/s");
-    println!("  authenticated / unauthenticated: {:>10.2}", auth / unauth);
+    if let Some(n) = nginx {
+        println!("  nginx, tiny JSON over TLS:       {n:>10.0} req/s");
+    }
+    println!("  /v1/me / /livez:                 {:>10.2}  (target >= 0.90)", auth / unauth);
+    if let Some(n) = nginx {
+        println!("  /v1/me / nginx:                  {:>10.2}  (target >= 0.50)", auth / n);
+        println!("  /livez / nginx:                  {:>10.2}", unauth / n);
+    }
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
 }
@@ -173,4 +191,67 @@ pub async fn auth(dir: &Path, seconds: u64) -> anyhow::Result<()> {
 
 fn which_wrk() -> bool {
     Command::new("wrk").arg("--version").output().is_ok()
+}
+
+/// nginx serving `{"status":"ok"}` over TLS 1.2/1.3 with a certificate from the cluster's CA, two
+/// workers (one per core, as `worker_processes auto` gives here), access log off, as a tuned
+/// deployment would run it. Stopped and removed when dropped.
+struct Nginx {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    url: String,
+}
+
+impl Nginx {
+    fn start(ca_dir: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("dermagate-bench-nginx.").tempdir()?;
+        let (cert, key) = crate::certs::issue_pem(ca_dir, "localhost", 2)?;
+        std::fs::write(dir.path().join("cert.pem"), cert)?;
+        crate::certs::write_private(&dir.path().join("key.pem"), key.as_bytes())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = format!(
+            "worker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log error;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n keepalive_requests 1000000;\n\
+             client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+             uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{\n  listen 127.0.0.1:{port} ssl;\n  ssl_certificate {d}/cert.pem;\n\
+             ssl_certificate_key {d}/key.pem;\n  ssl_protocols TLSv1.2 TLSv1.3;\n\
+             location / {{ default_type application/json; return 200 '{{\"status\":\"ok\"}}'; }}\n }}\n}}\n",
+            d = dir.path().display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-p", &dir.path().to_string_lossy(), "-g", "daemon off;"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting nginx (apt-get install nginx-light)")?;
+        let mut nginx = Nginx { dir, child, url: format!("https://127.0.0.1:{port}/") };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = nginx.child.try_wait()? {
+                let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
+                bail!("nginx exited at start-up ({status}): {log}");
+            }
+            anyhow::ensure!(Instant::now() < deadline, "nginx did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT is nginx's graceful stop; the workers go with the master.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        let _ = self.child.wait();
+    }
 }

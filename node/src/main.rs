@@ -6,6 +6,7 @@ mod backup;
 mod bench;
 mod bench_analyses;
 mod bench_auth;
+mod bench_etcd;
 mod blob_s3;
 mod certs;
 mod cluster_file;
@@ -172,6 +173,9 @@ enum BenchCmd {
         /// Send every write to this node (default: spread over all nodes).
         #[arg(long)]
         node: Option<u64>,
+        /// Skip the side-by-side run against a 3-member etcd cluster.
+        #[arg(long)]
+        no_etcd: bool,
     },
     /// One analysis broken into stages, throughput at 1/4/16 clients, served/raw ratio, 2x overload.
     Analyses {
@@ -337,8 +341,8 @@ fn run_tool(cmd: Cmd) -> anyhow::Result<()> {
             rt.block_on(local::up(&dir, nodes, lb, addr_base))
         }
         Cmd::Local { command: LocalCmd::Down { dir } } => rt.block_on(local::down(&dir)),
-        Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials, node } } => {
-            rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials, node))
+        Cmd::Bench { command: BenchCmd::Writes { dir, clients, seconds, failover_trials, node, no_etcd } } => {
+            rt.block_on(bench::writes(&dir, &clients, seconds, failover_trials, node, !no_etcd))
         }
         Cmd::Bench { command: BenchCmd::Auth { dir, seconds } } => rt.block_on(bench_auth::auth(&dir, seconds)),
         Cmd::Bench { command: BenchCmd::Analyses { dir, seconds } } => {
