@@ -375,3 +375,83 @@ async fn t90_the_legit_health_profile_is_the_same_device_in_their_shape() {
     );
     assert_eq!(out["conclusions"], json!([]), "no diagnosis from an image that is not of skin");
 }
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn login_body(username: &str, password: &str, otp: Option<&str>) -> serde_json::Value {
+    match otp {
+        Some(code) => json!({"username": username, "password": password, "otp": code}),
+        None => json!({"username": username, "password": password}),
+    }
+}
+
+// traces: FM-06, R-13
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t95_a_second_factor_is_enrolled_confirmed_required_used_once_and_removed_by_the_admin() {
+    use dermagate_domain::services::totp;
+    let app = TestApp::start(ApiSettings::default()).await.unwrap();
+    let admin = app.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+    let (org, oa, clinician, token) = tenant(&app, &admin, "totp").await;
+    let user = "totp-clinician";
+
+    let (s, h, enrolment) = app.json(post_json("/v1/me/totp", Some(&token), &json!({}))).await;
+    assert_eq!(s, 201, "{enrolment}");
+    assert_eq!(h["cache-control"], "no-store", "the secret and recovery codes are shown once");
+    assert!(enrolment["otpauthUri"].as_str().unwrap().starts_with("otpauth://totp/"), "{enrolment}");
+    let recovery: Vec<String> =
+        enrolment["recoveryCodes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert!(recovery.len() >= 8, "{enrolment}");
+    let secret = totp::decode_secret(enrolment["secret"].as_str().unwrap()).unwrap();
+    // Until it is confirmed, the factor does not count: a lost enrolment cannot lock anyone out.
+    assert!(app.login(user, PASSWORD).await.is_ok());
+
+    let (s, _, v) = app.json(post_json("/v1/me/totp/confirm", Some(&token), &json!({"code": "000000x"}))).await;
+    assert_eq!(s, 400, "{v}");
+    let now = now_secs();
+    let current = totp::code_at(&secret, now).unwrap();
+    let (s, _, v) = app.json(post_json("/v1/me/totp/confirm", Some(&token), &json!({"code": current}))).await;
+    assert_eq!(s, 204, "{v}");
+
+    // Confirmed: the password alone no longer signs in, and the problem names the missing field.
+    let (s, _, v) = app.json(post_json("/v1/auth/login", None, &login_body(user, PASSWORD, None))).await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v.to_string().contains("otp"), "{v}");
+    let wrong = if current == "123456" { "654321" } else { "123456" };
+    let (s, _, _) = app.json(post_json("/v1/auth/login", None, &login_body(user, PASSWORD, Some(wrong)))).await;
+    assert_eq!(s, 401);
+    // A code already used (the confirmation's) is not accepted again: no replay within its step.
+    let (s, _, _) = app.json(post_json("/v1/auth/login", None, &login_body(user, PASSWORD, Some(&current)))).await;
+    assert_eq!(s, 401, "a used code must not sign in again");
+    let next = totp::code_at(&secret, now + 30).unwrap();
+    let (s, _, signed) = app.json(post_json("/v1/auth/login", None, &login_body(user, PASSWORD, Some(&next)))).await;
+    assert_eq!(s, 200, "{signed}");
+    let with_factor = signed["access_token"].as_str().unwrap().to_string();
+    let (_, _, me) = app.json(get("/v1/me", Some(&with_factor))).await;
+    assert_eq!(me["secondFactorUsed"], true, "{me}");
+
+    // A recovery code works once.
+    let body = login_body(user, PASSWORD, Some(&recovery[0]));
+    assert_eq!(app.json(post_json("/v1/auth/login", None, &body)).await.0, 200);
+    assert_eq!(app.json(post_json("/v1/auth/login", None, &body)).await.0, 401, "recovery codes are single-use");
+
+    // The organisation's administrator removes the factor of a user who lost the device.
+    let del = Request::builder()
+        .method("DELETE")
+        .uri(format!("/v1/organizations/{org}/users/{clinician}/totp"))
+        .header("authorization", format!("Bearer {oa}"))
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, v) = app.json(del).await;
+    assert_eq!(s, 204, "{v}");
+    assert!(app.login(user, PASSWORD).await.is_ok(), "the password alone signs in again");
+
+    // The platform may require a second factor of administrators only once its own
+    // administrator has used one; without it, an administrator keeps only non-admin roles.
+    let (s, _, v) =
+        app.json(with_json("PUT", "/v1/platform/settings", Some(&admin), &json!({"requireAdminMfa": true}))).await;
+    assert_eq!(s, 409, "{v}");
+    let (s, _, v) = app.json(get("/v1/platform/settings", Some(&admin))).await;
+    assert_eq!((s, &v["requireAdminMfa"]), (200, &json!(false)), "{v}");
+}

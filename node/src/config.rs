@@ -489,7 +489,8 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
 fn is_config_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     const TOP: [&str; 3] = ["version", "node_id", "data_dir"];
-    const SECTIONS: [&str; 9] = ["api", "raft", "tls", "storage", "metrics", "cluster", "auth", "log", "inference"];
+    const SECTIONS: [&str; 10] =
+        ["api", "raft", "tls", "storage", "metrics", "cluster", "auth", "log", "inference", "backup"];
     TOP.contains(&key.as_str()) || SECTIONS.iter().any(|s| key.starts_with(&format!("{s}__")))
 }
 
@@ -629,5 +630,29 @@ impl NodeConfig {
             return Err(bad("auth.argon2_memory_kib", "argon2id needs at least 8192 KiB and one iteration"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in `docs/configuration.md` is what operators copy: every key in it must be
+    /// one this binary reads (unknown keys are refused at start-up), with a value of the right
+    /// type, and its values must be the defaults it claims to show.
+    #[test]
+    fn the_documented_configuration_is_read_by_this_binary() {
+        let doc = include_str!("../../docs/configuration.md");
+        let block = doc.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+        let config: NodeConfig =
+            Figment::new().merge(Toml::string(block)).extract().expect("the documented block parses");
+        assert_eq!(config.inference.quality.min_sharpness, QualityConfig::default().min_sharpness);
+        assert_eq!(config.inference.quality.version, QualityConfig::default().version);
+        assert_eq!(config.inference.quality.min_skin_fraction, QualityConfig::default().min_skin_fraction);
+        assert_eq!(config.auth.throttle.per_source_failures, ThrottleConfig::default().per_source_failures);
+        assert_eq!(config.auth.throttle.base_wait_secs, ThrottleConfig::default().base_wait_secs);
+        assert_eq!(config.inference.body_deadline_ms, InferenceConfig::default().body_deadline_ms);
+        assert_eq!(config.api.hsts_max_age_secs, default_hsts());
+        assert_eq!(config.raft.snapshot_every, default_snapshot_every());
     }
 }

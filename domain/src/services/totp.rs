@@ -70,6 +70,13 @@ pub fn code_at(secret: &[u8], now_secs: u64) -> Result<String, ServiceError> {
     Ok(totp(secret)?.generate(now_secs))
 }
 
+/// The secret behind its base32 form (as an authenticator app reads it from the enrolment).
+pub fn decode_secret(encoded: &str) -> Result<Vec<u8>, ServiceError> {
+    totp_rs::Secret::Encoded(encoded.to_string())
+        .to_bytes()
+        .map_err(|_| ServiceError::validation("secret", "base32", "the secret is not base32"))
+}
+
 /// Fresh recovery codes (shown once) and the hashes kept of them.
 pub fn new_recovery_codes() -> (Vec<String>, Vec<String>) {
     let codes: Vec<String> = (0..RECOVERY_CODES)
