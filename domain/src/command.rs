@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::error::Rejection;
 use crate::records::{
-    AuditEvent, Client, IdempotencyRecord, Invitation, OrgStatus, Organization, RefreshRecord, Role, SigningKey,
-    StoredImage, StoredReport, ThrottlePolicy, User, UserStatus,
+    AuditEvent, Client, ConsoleSession, IdempotencyRecord, Invitation, OrgStatus, Organization, RefreshRecord, Role,
+    SigningKey, StoredImage, StoredReport, ThrottlePolicy, User, UserStatus,
 };
 
 /// Version of the command encoding; a node refuses to apply commands of a newer schema.
@@ -210,6 +210,24 @@ pub enum Command {
         subject: String,
     },
 
+    /// Opens a console session (keyed by the SHA-256 of its id) for an active user of an active
+    /// organisation.
+    CreateConsoleSession {
+        id_hash: String,
+        session: ConsoleSession,
+    },
+    /// Ends a console session on every node (sign-out from the console).
+    EndConsoleSession {
+        id_hash: String,
+        /// Whose session it was (for the organisation's audit trail).
+        org_id: Uuid,
+        user_id: Uuid,
+    },
+    /// Forgets console sessions that expired before `now_ms`.
+    PurgeConsoleSessions {
+        now_ms: i64,
+    },
+
     /// Appends an event to the audit trail on its own (reads and exports of personal data,
     /// backups, membership changes).
     Audit(AuditEvent),
@@ -282,6 +300,7 @@ impl Command {
                 | Command::RotateRefreshToken { .. }
                 | Command::DisableTotp { .. }
                 | Command::EraseSubject { .. }
+                | Command::EndConsoleSession { .. }
         )
     }
 
@@ -324,6 +343,9 @@ impl Command {
             Command::PurgeIdempotencyKeys { .. } => "purge_idempotency_keys",
             Command::StoreReport { .. } => "store_report",
             Command::EraseSubject { .. } => "erase_subject",
+            Command::CreateConsoleSession { .. } => "create_console_session",
+            Command::EndConsoleSession { .. } => "end_console_session",
+            Command::PurgeConsoleSessions { .. } => "purge_console_sessions",
             Command::Audit(_) => "audit",
             Command::PurgeAppliedRequests { .. } => "purge_applied_requests",
             Command::RestoreRecords { .. } => "restore_records",
