@@ -20,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 pub use error::PageError;
@@ -64,7 +64,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/cluster", get(platform::cluster))
         .route("/console/signing-keys/rotate", post(platform::rotate_signing_key))
         .merge(upload)
-        .fallback(|| async { PageError::from(crate::ApiError::not_found("page")) })
+        // Unknown console paths are pages too (the API's fallback would answer problem+json).
+        .route("/console/{*rest}", any(|| async { PageError::from(crate::ApiError::not_found("page")) }))
         .layer(axum::middleware::from_fn(same_origin_posts))
         .layer(axum::middleware::from_fn(console_headers))
 }
