@@ -29,7 +29,7 @@ pub fn router(state: AppState) -> Router {
     // The console is served by the same router (so by every node) but is no part of the API's
     // documented contract: it is merged beside `routes::api()`, never into it.
     routes
-        .merge(console::router())
+        .merge(console::router(&state))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(middleware::body::read_small_bodies))
         .layer(

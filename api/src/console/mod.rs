@@ -16,7 +16,7 @@ mod session;
 mod subjects;
 mod views;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -36,7 +36,7 @@ pub const CONSOLE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'se
 const CSS: &str = include_str!("../../assets/console/console.css");
 
 /// The console's routes (merged into the router beside, not inside, the documented API).
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
     // An analysis submitted from the browser reads (and limits) its own body, like the API's.
     let upload =
         Router::new().route("/console/analyses", post(subjects::submit_analysis)).layer(DefaultBodyLimit::disable());
@@ -66,7 +66,7 @@ pub fn router() -> Router<AppState> {
         .merge(upload)
         // Unknown console paths are pages too (the API's fallback would answer problem+json).
         .route("/console/{*rest}", any(|| async { PageError::from(crate::ApiError::not_found("page")) }))
-        .layer(axum::middleware::from_fn(same_origin_posts))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), same_origin_posts))
         .layer(axum::middleware::from_fn(console_headers))
 }
 
@@ -85,6 +85,9 @@ async fn console_headers(req: Request, next: Next) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONSOLE_CSP));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: browsers then send `Origin: null` on form posts, which
+    // `same_origin_posts` cannot tell from a cross-site sandboxed frame.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
     let is_css = h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/css"));
@@ -98,7 +101,7 @@ async fn console_headers(req: Request, next: Next) -> Response {
 /// A state-changing request from another site is refused before any handler runs, whenever
 /// the browser says where it came from (`Sec-Fetch-Site`, `Origin`); the CSRF token is checked
 /// by each form's handler as well, so a browser that sends neither is still covered.
-async fn same_origin_posts(req: Request, next: Next) -> Response {
+async fn same_origin_posts(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return next.run(req).await;
     }
@@ -108,11 +111,15 @@ async fn same_origin_posts(req: Request, next: Next) -> Response {
         }
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().host());
-        let origin_host = origin.to_str().ok().and_then(|o| o.strip_prefix("https://").or(o.strip_prefix("http://")));
+        let origin = origin.to_str().unwrap_or("null");
+        let origin_host = origin.strip_prefix("https://").or(origin.strip_prefix("http://"));
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
         let authority = req.uri().authority().map(|a| a.as_str());
-        let same = origin_host.is_some_and(|o| Some(o) == host || Some(o) == authority);
+        // Behind the load balancer the browser's origin is the public URL.
+        let same = origin == state.public_url.trim_end_matches('/')
+            || origin_host.is_some_and(|o| Some(o) == host || Some(o) == authority);
         if !same {
+            tracing::debug!(origin, host, authority, "console form from another origin");
             return PageError::Csrf("the form was sent from another origin").into_response();
         }
     }
