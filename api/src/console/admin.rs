@@ -233,7 +233,8 @@ pub async fn create_client(
         (form.scope_subjects_erase.is_some(), SCOPES[2].0),
     ]
     .into_iter()
-    .filter_map(|(on, s)| on.then(|| s.to_string()))
+    .filter(|(on, _)| *on)
+    .map(|(_, s)| s.to_string())
     .collect();
     if scopes.is_empty() {
         return Err(ApiError::validation("scopes", "required", "choose at least one scope").into());

@@ -89,7 +89,7 @@ pub fn series_chart(series: &[StoredReport]) -> Markup {
             }
             @for (i, r) in series.iter().enumerate() {
                 text x=(x(i)) y=(HEIGHT - BOTTOM + 16.0) text-anchor="middle" font-size="10" fill="#444" {
-                    (r.report.issued.get(..10).unwrap_or(&r.report.issued))
+                    (r.report.issued.get(5..16).unwrap_or(&r.report.issued).replace('T', " "))
                 }
             }
             @for line in &lines {
