@@ -248,6 +248,7 @@ async fn c30_sessions_end_with_sign_out_user_disabling_and_sign_out_everywhere()
         send(&app, form(&format!("/console/users/{clinician_id}/enable"), Some(&org_admin), &format!("csrf={token}")))
             .await;
     assert_eq!(enable.status, 303);
+    assert_eq!(send(&app, page("/console/", &clinician)).await.status, 303, "enabling again does not revive it");
 
     // Sign-out everywhere (here through the API) ends console sessions opened before it.
     let (clinician, _) = sign_in(&app, "ends-clinician", PASSWORD).await;

@@ -118,8 +118,8 @@ impl Identity {
         let user = reads::user(state, &session.user_id)?
             .filter(|u| u.status == UserStatus::Active && u.org_id == session.org_id)
             .ok_or_else(ended)?;
-        // Sign-out everywhere, a password change or a disabled-then-enabled account end every
-        // session opened before it.
+        // Sign-out everywhere, a password change or disabling the account (even if it is
+        // enabled again) end every session opened before it.
         if session.created_at_ms < user.tokens_valid_after_ms {
             return Err(ended());
         }
