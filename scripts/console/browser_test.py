@@ -222,6 +222,12 @@ try:
     if len(points) < 3:
         fail(f"the chart has {len(points)} points")
     say(f"clinician: three analyses, chart with {len(points)} points")
+    # Tablet width: the page reflows, nothing wider than the window.
+    driver.set_window_size(820, 1180)
+    go(f"/console/subjects/{SUBJECT}", "subject-series-tablet")
+    if driver.execute_script("return document.documentElement.scrollWidth > window.innerWidth"):
+        fail("the subject page overflows a tablet-width window")
+    driver.set_window_size(1280, 800)
     go("/console/users", "forbidden")
     if "403 Forbidden" not in driver.page_source:
         fail("a clinician opened the users page")
