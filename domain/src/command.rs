@@ -210,24 +210,6 @@ pub enum Command {
         subject: String,
     },
 
-    /// Opens a console session (keyed by the SHA-256 of its id) for an active user of an active
-    /// organisation.
-    CreateConsoleSession {
-        id_hash: String,
-        session: ConsoleSession,
-    },
-    /// Ends a console session on every node (sign-out from the console).
-    EndConsoleSession {
-        id_hash: String,
-        /// Whose session it was (for the organisation's audit trail).
-        org_id: Uuid,
-        user_id: Uuid,
-    },
-    /// Forgets console sessions that expired before `now_ms`.
-    PurgeConsoleSessions {
-        now_ms: i64,
-    },
-
     /// Appends an event to the audit trail on its own (reads and exports of personal data,
     /// backups, membership changes).
     Audit(AuditEvent),
@@ -244,6 +226,26 @@ pub enum Command {
         /// The first part of a restore: refused unless the cluster holds no organisation but the
         /// platform's (a backup is restored into a new cluster, never over tenants' data).
         into_new_cluster: bool,
+    },
+
+    // New variants go last: postcard encodes a variant by its index, so entries already in a
+    // Raft log keep their meaning.
+    /// Opens a console session (keyed by the SHA-256 of its id) for an active user of an active
+    /// organisation.
+    CreateConsoleSession {
+        id_hash: String,
+        session: ConsoleSession,
+    },
+    /// Ends a console session on every node (sign-out from the console).
+    EndConsoleSession {
+        id_hash: String,
+        /// Whose session it was (for the organisation's audit trail).
+        org_id: Uuid,
+        user_id: Uuid,
+    },
+    /// Forgets console sessions that expired before `now_ms`.
+    PurgeConsoleSessions {
+        now_ms: i64,
     },
 }
 

@@ -411,3 +411,14 @@ fn console_sessions_open_for_active_users_end_everywhere_and_are_audited() {
     run(&mut s, T0 + 2000, Command::PurgeConsoleSessions { now_ms: T0 + 2000 });
     assert!(!crate::state::exists(&s, &crate::keys::console_session("h4")).unwrap());
 }
+
+// traces: R-15
+#[test]
+fn command_variants_keep_their_wire_index() {
+    // postcard encodes a variant by its index: a variant inserted in the middle would change the
+    // meaning of entries already in a Raft log.
+    let index = |c: Command| postcard::to_stdvec(&c).unwrap()[0];
+    assert_eq!(index(Command::Noop), 0);
+    assert_eq!(index(Command::PurgeAppliedRequests { before_ms: 0 }), 37);
+    assert_eq!(index(Command::PurgeConsoleSessions { now_ms: 0 }), 41);
+}
