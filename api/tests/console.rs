@@ -307,6 +307,10 @@ async fn c40_pages_follow_the_rbac_table_and_another_organisations_subject_is_no
     assert_eq!(doc["reports"].as_array().unwrap().len(), 2);
     let fhir = send(&app, page("/console/subjects/alpha-s1/export.fhir.json", &clinician)).await;
     assert_eq!((fhir.status, fhir.headers["content-type"].to_str().unwrap()), (200, "application/fhir+json"));
+    // A refused image is explained on the form, with the API's status.
+    let refused = send(&app, analysis_form(&clinician, &token, "alpha-s1", b"not an image")).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("role=\"alert\"") && refused.body.contains("enctype=\"multipart/form-data\""));
     // A forged form (no token) does not analyse.
     assert_eq!(send(&app, analysis_form(&clinician, &"0".repeat(64), "alpha-s1", &png)).await.status, 403);
 

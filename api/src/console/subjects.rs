@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::extract::{Multipart, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use dermagate_domain::rbac::{roles_have, Permission};
@@ -356,11 +356,21 @@ pub async fn submit_analysis(
 ) -> Result<Response, PageError> {
     let caller = Ok(Caller(console.principal.clone()));
     let headers = strip_idempotency(headers);
-    let (stored, _) =
-        crate::routes::analyses::submit(&state, caller, &headers, request, console_form(console.clone())).await?;
-    let mut resp = Redirect::to(&format!("/console/reports/{}", stored.report.id)).into_response();
-    *resp.status_mut() = StatusCode::SEE_OTHER;
-    Ok(resp)
+    match crate::routes::analyses::submit(&state, caller, &headers, request, console_form(console.clone())).await {
+        Ok((stored, _)) => Ok(Redirect::to(&format!("/console/reports/{}", stored.report.id)).into_response()),
+        // What the user can fix is said on the form itself, with the status the API would answer.
+        Err(
+            e @ (ApiError::Validation { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::UnsupportedMediaType(_)),
+        ) => {
+            let mut resp = analysis_page(&console, "", "", Some(&e.to_string())).into_response();
+            *resp.status_mut() = e.status();
+            Ok(resp)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The browser sends no `Idempotency-Key`; one forged into the request is not honoured.
