@@ -36,6 +36,7 @@ test: deps
 	DERMAGATE_BIN=$(BIN) grafana/check_cluster_live.sh
 	DERMAGATE_BIN=$(BIN) scripts/check-integrator.sh
 	DERMAGATE_BIN=$(BIN) scripts/check-ifu.sh
+	DERMAGATE_BIN=$(BIN) scripts/check-console.sh
 	DERMAGATE_BIN=$(BIN) scripts/check-tls.sh
 	scripts/check-deny.sh
 	$(MAKE) chaos PROFILE=ci

@@ -285,7 +285,9 @@ pub async fn problems_everywhere(req: axum::extract::Request, next: axum::middle
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/") && t.contains("json"));
-    if is_json {
+    // The console's error pages are HTML by design (a browser reads them).
+    let is_page = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if is_json || is_page {
         return resp;
     }
     let (parts, body) = resp.into_parts();

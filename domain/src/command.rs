@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::error::Rejection;
 use crate::records::{
-    AuditEvent, Client, IdempotencyRecord, Invitation, OrgStatus, Organization, RefreshRecord, Role, SigningKey,
-    StoredImage, StoredReport, ThrottlePolicy, User, UserStatus,
+    AuditEvent, Client, ConsoleSession, IdempotencyRecord, Invitation, OrgStatus, Organization, RefreshRecord, Role,
+    SigningKey, StoredImage, StoredReport, ThrottlePolicy, User, UserStatus,
 };
 
 /// Version of the command encoding; a node refuses to apply commands of a newer schema.
@@ -227,6 +227,26 @@ pub enum Command {
         /// platform's (a backup is restored into a new cluster, never over tenants' data).
         into_new_cluster: bool,
     },
+
+    // New variants go last: postcard encodes a variant by its index, so entries already in a
+    // Raft log keep their meaning.
+    /// Opens a console session (keyed by the SHA-256 of its id) for an active user of an active
+    /// organisation.
+    CreateConsoleSession {
+        id_hash: String,
+        session: ConsoleSession,
+    },
+    /// Ends a console session on every node (sign-out from the console).
+    EndConsoleSession {
+        id_hash: String,
+        /// Whose session it was (for the organisation's audit trail).
+        org_id: Uuid,
+        user_id: Uuid,
+    },
+    /// Forgets console sessions that expired before `now_ms`.
+    PurgeConsoleSessions {
+        now_ms: i64,
+    },
 }
 
 /// Policy that applies to the whole platform.
@@ -282,6 +302,7 @@ impl Command {
                 | Command::RotateRefreshToken { .. }
                 | Command::DisableTotp { .. }
                 | Command::EraseSubject { .. }
+                | Command::EndConsoleSession { .. }
         )
     }
 
@@ -324,6 +345,9 @@ impl Command {
             Command::PurgeIdempotencyKeys { .. } => "purge_idempotency_keys",
             Command::StoreReport { .. } => "store_report",
             Command::EraseSubject { .. } => "erase_subject",
+            Command::CreateConsoleSession { .. } => "create_console_session",
+            Command::EndConsoleSession { .. } => "end_console_session",
+            Command::PurgeConsoleSessions { .. } => "purge_console_sessions",
             Command::Audit(_) => "audit",
             Command::PurgeAppliedRequests { .. } => "purge_applied_requests",
             Command::RestoreRecords { .. } => "restore_records",

@@ -98,6 +98,8 @@ pub const AUDIT: &str = "aud/";
 pub const AUDIT_HEAD: &str = "audhead/";
 pub const APPLIED_REQUEST: &str = "areq/";
 pub const BLOB_GONE: &str = "bgone/";
+/// Console sessions by the SHA-256 of their id (itself 256 random bits, so no keyed hash is needed).
+pub const CONSOLE_SESSION: &str = "csess/";
 pub const CLUSTER_SECRET: &[u8] = b"cluster/secret";
 pub const PLATFORM_SETTINGS: &[u8] = b"cluster/settings";
 
@@ -110,6 +112,9 @@ pub fn user(id: &Uuid) -> Vec<u8> {
 /// Index from a client secret's hash (itself a SHA-256 of 256 random bits) to its client.
 pub fn client_secret(secret_hash: &str) -> Vec<u8> {
     format!("{CLIENT_SECRET}{secret_hash}").into_bytes()
+}
+pub fn console_session(id_hash: &str) -> Vec<u8> {
+    format!("{CONSOLE_SESSION}{id_hash}").into_bytes()
 }
 pub fn signing_key(kid: &str) -> Vec<u8> {
     format!("{SIGNING_KEY}{kid}").into_bytes()

@@ -1,7 +1,7 @@
 //! The backup format: a consistent export of the replicated records plus the image blobs they
 //! name, as length-prefixed frames after a magic tag. What a backup leaves out on purpose: the
 //! token-signing keys (never exported; a restored cluster signs with new keys, so every token
-//! issued before the backup is void) and the outcomes of recently applied requests.
+//! issued before the backup is void), console sessions, and the outcomes of recently applied requests.
 //! Encryption to the operator's recipient key is the API's job (`api/src/cluster.rs`).
 
 use dermagate_domain::keys;
@@ -13,9 +13,12 @@ const MAGIC: &[u8; 8] = b"DGBACK02";
 /// The key of a blob frame (`blob:<sha256 hex>`, the bytes as the value).
 pub const BLOB_PREFIX: &str = "blob:";
 
-/// Records a backup carries: everything but signing keys and applied-request outcomes.
+/// Records a backup carries: everything but signing keys, applied-request outcomes and console
+/// sessions (a restored cluster starts with nobody signed in).
 fn kept(key: &[u8]) -> bool {
-    !key.starts_with(keys::SIGNING_KEY.as_bytes()) && !key.starts_with(keys::APPLIED_REQUEST.as_bytes())
+    !key.starts_with(keys::SIGNING_KEY.as_bytes())
+        && !key.starts_with(keys::APPLIED_REQUEST.as_bytes())
+        && !key.starts_with(keys::CONSOLE_SESSION.as_bytes())
 }
 
 /// The records of one consistent RocksDB snapshot (with the log id they are current as of).

@@ -21,7 +21,11 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         }
     }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // The console sets `same-origin` itself: with `no-referrer` browsers send `Origin: null` on
+    // its form posts, and the console refuses forms whose origin it cannot check.
+    if !h.contains_key(header::REFERRER_POLICY) {
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    }
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

@@ -73,7 +73,7 @@ pub async fn get_cluster(State(state): State<AppState>, caller: Caller) -> Resul
     Ok(axum::Json(cluster_view(&state).await))
 }
 
-async fn cluster_view(state: &AppState) -> ClusterView {
+pub(crate) async fn cluster_view(state: &AppState) -> ClusterView {
     let status = state.node.status();
     let probes = status.members.iter().map(|m| probe(state, m.id, &m.api_url));
     let healths = futures::future::join_all(probes).await;

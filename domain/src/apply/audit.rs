@@ -156,6 +156,12 @@ pub fn record_command(state: &mut impl StateWrite, req: &Request, outcome: &Outc
         Command::RedeemInvitation { user, .. } => {
             ev("invitation_redeemed", user.org_id, user.id.to_string(), String::new())
         }
+        Command::CreateConsoleSession { session, .. } => {
+            ev("console_session_started", session.org_id, session.user_id.to_string(), String::new())
+        }
+        Command::EndConsoleSession { org_id, user_id, .. } => {
+            ev("console_session_ended", *org_id, user_id.to_string(), String::new())
+        }
         Command::RestoreRecords { records, .. } => {
             ev("backup_restored", PLATFORM_ORG_ID, "cluster".into(), format!("records={}", records.len()))
         }

@@ -86,10 +86,15 @@ pub fn set_status(
     org_id: &Uuid,
     user_id: &Uuid,
     status: UserStatus,
-    _at: i64,
+    at: i64,
 ) -> Result<Outcome, StateError> {
     let mut user = try_reject!(user_of(state, org_id, user_id));
     user.status = status;
+    if status == UserStatus::Disabled {
+        // Enabling the account again must not bring back the tokens and console sessions that
+        // disabling ended.
+        user.tokens_valid_after_ms = user.tokens_valid_after_ms.max(at);
+    }
     save(state, &user)
 }
 

@@ -5,6 +5,7 @@
 //! the storage underneath failed, which stops the node rather than let it diverge.
 
 mod audit;
+mod console;
 mod identity;
 mod organizations;
 mod reports;
@@ -125,6 +126,9 @@ fn dispatch(state: &mut impl StateWrite, req: &Request) -> Result<Outcome, State
         Command::PurgeIdempotencyKeys { now_ms } => reports::purge_idempotency_keys(state, *now_ms),
         Command::StoreReport { report, images } => reports::store_report(state, report, images, at),
         Command::EraseSubject { org_id, subject } => reports::erase_subject(state, org_id, subject, at, &req.actor),
+        Command::CreateConsoleSession { id_hash, session } => console::create(state, id_hash, session),
+        Command::EndConsoleSession { id_hash, .. } => console::end(state, id_hash),
+        Command::PurgeConsoleSessions { now_ms } => console::purge(state, *now_ms),
         Command::Audit(event) => {
             audit::append(state, event, at)?;
             Ok(Outcome::Done)

@@ -372,3 +372,53 @@ fn a_backup_is_restored_only_into_a_new_cluster() {
     assert_eq!(run(&mut used, T0, restore(true)), Outcome::Rejected(Rejection::RestoreNeedsNewCluster));
     assert_eq!(run(&mut used, T0, restore(false)), Outcome::Done, "later parts of the same restore follow the first");
 }
+
+// traces: FM-10
+#[test]
+fn console_sessions_open_for_active_users_end_everywhere_and_are_audited() {
+    let mut s = bootstrapped();
+    let o = org(&mut s);
+    let alice = user(o, "alice", vec![Role::Clinician]);
+    run(&mut s, T0, Command::CreateUser(alice.clone()));
+    let session = ConsoleSession {
+        user_id: alice.id,
+        org_id: o,
+        created_at_ms: T0 + 1,
+        expires_at_ms: T0 + 1000,
+        csrf_secret: vec![7; 32],
+        mfa: false,
+    };
+    let open = |id: &str| Command::CreateConsoleSession { id_hash: id.into(), session: session.clone() };
+    assert_eq!(run(&mut s, T0 + 1, open("h1")), Outcome::Done);
+    assert!(crate::state::exists(&s, &crate::keys::console_session("h1")).unwrap());
+    // Another organisation's id for the same user is refused.
+    let foreign = ConsoleSession { org_id: Uuid::new_v4(), ..session.clone() };
+    let cmd = Command::CreateConsoleSession { id_hash: "h2".into(), session: foreign };
+    assert!(matches!(run(&mut s, T0 + 2, cmd), Outcome::Rejected(_)));
+    let end = Command::EndConsoleSession { id_hash: "h1".into(), org_id: o, user_id: alice.id };
+    assert_eq!(run(&mut s, T0 + 3, end), Outcome::Done);
+    assert!(!crate::state::exists(&s, &crate::keys::console_session("h1")).unwrap());
+    let actions: Vec<String> = reads::audit_trail(&s, &o).unwrap().into_iter().map(|r| r.event.action).collect();
+    assert!(actions.contains(&"console_session_started".to_string()), "{actions:?}");
+    assert!(actions.contains(&"console_session_ended".to_string()), "{actions:?}");
+    // Disabling ends every earlier credential, also after the account is enabled again.
+    run(&mut s, T0 + 5, Command::SetUserStatus { org_id: o, user_id: alice.id, status: UserStatus::Disabled });
+    assert!(matches!(run(&mut s, T0 + 6, open("h3")), Outcome::Rejected(_)), "no session for a disabled user");
+    run(&mut s, T0 + 7, Command::SetUserStatus { org_id: o, user_id: alice.id, status: UserStatus::Active });
+    assert_eq!(reads::user(&s, &alice.id).unwrap().unwrap().tokens_valid_after_ms, T0 + 5);
+    // Expired sessions are forgotten.
+    assert_eq!(run(&mut s, T0 + 8, open("h4")), Outcome::Done);
+    run(&mut s, T0 + 2000, Command::PurgeConsoleSessions { now_ms: T0 + 2000 });
+    assert!(!crate::state::exists(&s, &crate::keys::console_session("h4")).unwrap());
+}
+
+// traces: R-15
+#[test]
+fn command_variants_keep_their_wire_index() {
+    // postcard encodes a variant by its index: a variant inserted in the middle would change the
+    // meaning of entries already in a Raft log.
+    let index = |c: Command| postcard::to_stdvec(&c).unwrap()[0];
+    assert_eq!(index(Command::Noop), 0);
+    assert_eq!(index(Command::PurgeAppliedRequests { before_ms: 0 }), 37);
+    assert_eq!(index(Command::PurgeConsoleSessions { now_ms: 0 }), 41);
+}

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod console_session;
 pub mod idempotency;
 pub mod invitation;
 pub mod organization;
@@ -13,6 +14,7 @@ pub mod user;
 
 pub use audit::{AuditEvent, AuditRecord};
 pub use client::{Client, ClientSecret};
+pub use console_session::ConsoleSession;
 pub use idempotency::{IdempotencyRecord, IdempotencyState};
 pub use invitation::Invitation;
 pub use organization::{Attestation, OrgStatus, Organization, PLATFORM_ORG_ID};

@@ -264,7 +264,7 @@ impl Identity {
     /// The roles a user acts with now: administrator roles need a second factor when the
     /// platform requires one (an administrator without it keeps only non-admin roles, enough to
     /// enrol one).
-    fn effective_roles(&self, user: &User, mfa: bool) -> Result<Vec<Role>, ServiceError> {
+    pub(crate) fn effective_roles(&self, user: &User, mfa: bool) -> Result<Vec<Role>, ServiceError> {
         let required = reads::platform_settings(self.ctx.state.as_ref())?.require_admin_mfa;
         if required && !mfa {
             return Ok(user.roles.iter().copied().filter(|r| !r.is_admin()).collect());
@@ -293,6 +293,14 @@ impl Identity {
     /// decided in the replicated state machine, so concurrent attempts on different nodes are
     /// judged in one order; unknown users, wrong passwords and throttled attempts cost the same.
     pub async fn sign_in(&self, s: SignIn<'_>) -> Result<Tokens, ServiceError> {
+        let (user, mfa) = self.check_sign_in(s).await?;
+        self.issue_user_tokens(&user, Uuid::new_v4(), mfa).await
+    }
+
+    /// The one sign-in decision (password, second factor, throttling in log order), shared by
+    /// the API's token sign-in and the console's sessions: the user and whether a second factor
+    /// was used.
+    pub(crate) async fn check_sign_in(&self, s: SignIn<'_>) -> Result<(User, bool), ServiceError> {
         if s.username.len() > 256 || s.password.len() > 1024 {
             return Err(bad_credentials());
         }
@@ -367,7 +375,7 @@ impl Identity {
             }
             _ => {}
         }
-        self.issue_user_tokens(&user, Uuid::new_v4(), mfa).await
+        Ok((user, mfa))
     }
 
     fn check_second_factor(&self, user: &User, otp: Option<&str>) -> Result<SecondFactor, ServiceError> {

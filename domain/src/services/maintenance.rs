@@ -1,6 +1,7 @@
 //! Housekeeping the leader does on a timer: drop revoked token ids whose tokens have expired,
 //! drop retired signing keys, rotate the signing key when it is older than the schedule, forget
-//! the outcomes of requests applied long ago, and (hourly) drop expired idempotency keys.
+//! the outcomes of requests applied long ago, and (hourly) drop expired idempotency keys and
+//! console sessions.
 //! Only the leader proposes, so the cluster does each job once.
 
 use std::time::{Duration, Instant};
@@ -48,6 +49,7 @@ impl Maintenance {
         if self.last_idempotency_purge.elapsed() >= IDEMPOTENCY_PURGE_EVERY {
             self.last_idempotency_purge = Instant::now();
             ctx.commit(ACTOR, Command::PurgeIdempotencyKeys { now_ms: now_ms() }).await?;
+            ctx.commit(ACTOR, Command::PurgeConsoleSessions { now_ms: now_ms() }).await?;
         }
         Ok(())
     }

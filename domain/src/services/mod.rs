@@ -6,6 +6,7 @@
 pub mod analyses;
 pub mod audit;
 pub mod bootstrap;
+pub mod console;
 pub mod credentials;
 pub mod identity;
 pub mod maintenance;

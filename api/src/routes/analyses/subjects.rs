@@ -101,7 +101,7 @@ pub async fn list_fhir(
     series_page(&state, &caller, &subject, &page, true).await
 }
 
-async fn series_page(
+pub(crate) async fn series_page(
     state: &AppState,
     caller: &Caller,
     subject: &str,
@@ -206,7 +206,17 @@ pub async fn export(
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
     let subject = checked_subject(&subject)?;
-    let (reports, images) = state.analyses.export(&caller, &subject).await?;
+    export_document(&state, &caller, &subject).await
+}
+
+/// The export document of a subject (also the console's download).
+pub(crate) async fn export_document(
+    state: &AppState,
+    caller: &dermagate_domain::services::identity::Principal,
+    subject: &str,
+) -> Result<Response, ApiError> {
+    let subject = subject.to_string();
+    let (reports, images) = state.analyses.export(caller, &subject).await?;
     if reports.is_empty() {
         return Err(ApiError::not_found("subject"));
     }
