@@ -100,20 +100,24 @@ async fn write_once(t: &Target, url: &str, n: u64) -> Result<(), String> {
         "name": format!("bench-org-{n}"),
         "attestation": { "contractReference": format!("bench-{n}"), "attestedBy": "bench" },
     });
-    t.client
+    let resp = t
+        .client
         .post(format!("{url}/v1/organizations"))
         .bearer_auth(token)
         .json(&body)
         .send()
         .await
-        .map_err(|e| failure_kind(&e))
-        .and_then(|r| {
-            if r.status() == reqwest::StatusCode::CREATED {
-                Ok(())
-            } else {
-                Err(r.status().as_u16().to_string())
-            }
-        })
+        .map_err(|e| failure_kind(&e))?;
+    if resp.status() == reqwest::StatusCode::CREATED {
+        return Ok(());
+    }
+    // The problem's detail says which refusal it was (e.g. a 503 from a node not proven current).
+    let status = resp.status().as_u16();
+    let detail = resp.json::<serde_json::Value>().await.ok().and_then(|v| v["detail"].as_str().map(str::to_string));
+    Err(match detail {
+        Some(d) => format!("{status} ({d})"),
+        None => status.to_string(),
+    })
 }
 
 pub(crate) fn failure_kind(e: &reqwest::Error) -> String {
@@ -328,7 +332,7 @@ async fn leader_of(file: &ClusterFile, client: &reqwest::Client) -> Option<u64> 
     for n in &file.nodes {
         if let Ok(r) = client.get(format!("{}/livez", n.api_url)).send().await {
             if let Ok(v) = r.json::<serde_json::Value>().await {
-                if let Some(l) = v["leader_id"].as_u64() {
+                if let Some(l) = v["leaderId"].as_u64() {
                     return Some(l);
                 }
             }
