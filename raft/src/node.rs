@@ -319,7 +319,17 @@ impl RaftNode {
                 () = self.leader_changes_from(leader, remaining) => Attempt::Retry { maybe_proposed: true },
             };
             match outcome {
-                Attempt::Done(response, index) => return Ok((response, index)),
+                Attempt::Done(response, index) => {
+                    if maybe_proposed {
+                        if let Outcome::Rejected(rejection) = &response {
+                            // A retry after an unknown outcome that is refused may be a refusal of
+                            // our own first attempt: worth seeing in the logs (docs/chaos.md).
+                            tracing::warn!(request_id = %req.id, index, ?rejection,
+                                "a write retried after an unknown outcome was refused");
+                        }
+                    }
+                    return Ok((response, index));
+                }
                 Attempt::Retry { maybe_proposed: m } => {
                     maybe_proposed |= m;
                     tokio::time::sleep(LEADER_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
