@@ -8,12 +8,16 @@ CLUSTER_DIR ?= .local-cluster
 PROFILE ?= ci
 SEED ?=
 
-.PHONY: deps build run down test verify fix chaos bench-writes flamegraph-writes bench-auth bench-analyses check-live model-ham10000
+.PHONY: deps deps-run build run down test verify fix chaos bench-writes flamegraph-writes bench-auth bench-analyses check-live model-ham10000
 
 deps:
 	@scripts/install-deps.sh
 
-build: deps
+## deps-run: only what building and running a local cluster needs (a fresh `make run`).
+deps-run:
+	@scripts/install-deps.sh --run
+
+build: deps-run
 	cargo build --workspace --bins
 
 ## run: a local 3-node TLS cluster with embedded defaults; prints how to call it.
@@ -57,24 +61,24 @@ chaos:
 
 ## bench-writes: replicated writes at 1/16/64 clients, the same load against a 3-member etcd 3.4
 ## cluster (TLS on client and peer URLs) in the same run, and the failover window; fresh cluster.
-bench-writes: build
+bench-writes: deps build
 	rm -rf .bench-cluster
 	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench writes --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status
 
 ## flamegraph-writes: where a replicated write's CPU goes (perf on every node, 64 clients).
-flamegraph-writes: build
+flamegraph-writes: deps build
 	scripts/flamegraph-writes.sh $(or $(OUT),docs/flamegraphs/writes-64.svg)
 
 ## bench-auth: authentication cost per request, and /v1/me vs /livez over HTTPS at 64 connections.
-bench-auth: build
+bench-auth: deps build
 	rm -rf .bench-cluster
 	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench auth --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status
 
 ## bench-analyses: one analysis by stage, throughput at 1/4/16 clients (one node, three nodes),
 ## served/raw ratio, and 2x overload (shed rate, latency of accepted requests).
-bench-analyses: build
+bench-analyses: deps build
 	rm -rf .bench-cluster
 	DERMAGATE_AUTH__RATE_LIMIT__PER_PRINCIPAL_PER_SECOND=0 $(BIN) local up --nodes 3 --dir .bench-cluster
 	$(BIN) bench analyses --dir .bench-cluster; status=$$?; $(BIN) local down --dir .bench-cluster; exit $$status

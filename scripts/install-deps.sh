@@ -6,9 +6,19 @@
 # etcd-server and nginx-light, the peers of the write and HTTPS benchmarks; linux-perf for flame
 # graphs; chromium and chromium-driver for the console's browser tests.
 # Idempotent: installs nothing when everything is present.
+#
+# Usage: scripts/install-deps.sh          everything `make test` and the benchmarks need
+#        scripts/install-deps.sh --run    only what building and running a local cluster needs
+#                                         (`make run` on a fresh machine)
 set -euo pipefail
-packages=(clang libclang-dev haproxy prometheus nftables wrk systemd fonts-dejavu-core jq curl
-  etcd-server nginx-light linux-perf chromium chromium-driver)
+only_run=false
+[ "${1:-}" = "--run" ] && only_run=true
+if $only_run; then
+  packages=(clang libclang-dev haproxy jq curl)
+else
+  packages=(clang libclang-dev haproxy prometheus nftables wrk systemd fonts-dejavu-core jq curl
+    etcd-server nginx-light linux-perf chromium chromium-driver)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -20,6 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+$only_run && exit 0
 # Python tools the operations checks use (deploy/check.sh): YAML parsing and offline
 # Kubernetes schema validation.
 if ! python3 -c "import yaml, kubernetes_validate" >/dev/null 2>&1; then
