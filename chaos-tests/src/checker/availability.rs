@@ -124,14 +124,28 @@ pub struct FaultFigures {
     pub detail: String,
 }
 
+/// How long after a fault's heal a term increase still counts as the fault's (the monitor samples
+/// ten times a second), unless the next fault has begun by then.
+const ELECTION_TAIL_US: u64 = 500_000;
+
+/// The end of the window in which a fault's elections are counted: its heal plus a short tail,
+/// but never into the next fault (a leader kill right after another fault is that kill's
+/// election, not the other fault's).
+fn election_window_end(healed_us: u64, next_start_us: Option<u64>) -> u64 {
+    let end = healed_us + ELECTION_TAIL_US;
+    next_start_us.map_or(end, |next| end.min(next.max(healed_us)))
+}
+
 /// Figures per fault: the window runs from the injection to the heal (or 10 s past the removal).
 pub fn per_fault(ops: &[Op], samples: &[Sample], faults: &[FaultRecord]) -> Vec<FaultFigures> {
     faults
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let from = f.start_ms * 1000;
             let to = f.healed_ms.unwrap_or(f.end_ms + 10_000) * 1000;
-            let elections = elections(samples, from, to + 500_000);
+            let next_start = faults.get(i + 1).map(|n| n.start_ms * 1000);
+            let elections = elections(samples, from, election_window_end(to, next_start));
             FaultFigures {
                 kind: f.kind.name().to_string(),
                 target: f.target.clone(),
@@ -205,6 +219,17 @@ mod tests {
         let samples = [s(0, 3), s(100, 3), s(200, 4), s(300, 5), s(900, 6)];
         assert_eq!(elections(&samples, 150_000, 400_000), 2);
         assert_eq!(elections(&samples, 0, 50_000), 0);
+    }
+
+    #[test]
+    fn the_tail_of_a_fault_stops_where_the_next_fault_begins() {
+        // Healed at 10 s; a leader kill starts at 10.2 s and its election is seen at 10.4 s: it
+        // belongs to the kill, not to the fault before it.
+        assert_eq!(election_window_end(10_000_000, Some(10_200_000)), 10_200_000);
+        assert_eq!(election_window_end(10_000_000, Some(12_000_000)), 10_500_000);
+        assert_eq!(election_window_end(10_000_000, None), 10_500_000);
+        // A next fault recorded as starting before this heal never shrinks the window below it.
+        assert_eq!(election_window_end(10_000_000, Some(9_000_000)), 10_000_000);
     }
 }
 
