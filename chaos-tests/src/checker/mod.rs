@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::api::{Credential, Targets};
+use crate::api::{Answer, Credential, Targets};
 use crate::cluster::TestCluster;
 use crate::history::{History, Op, OpClass, Outcome};
 use crate::monitor::Sample;
@@ -89,6 +89,22 @@ impl Safety {
 }
 
 /// Runs `checks` concurrently, eight at a time.
+/// Asks until the answer is neither 503 nor 429 (a node may still be catching up after the last
+/// fault, or shedding the checker's own burst), a few times, honouring `Retry-After`: a check
+/// should conclude, not record "unavailable".
+async fn send_settled(targets: &Targets, make: impl Fn() -> reqwest::RequestBuilder) -> Answer {
+    let mut answer = targets.send(make(), Duration::from_secs(10)).await;
+    for _ in 0..5 {
+        if !matches!(answer.status, Some(503 | 429)) {
+            break;
+        }
+        let wait = answer.retry_after.unwrap_or(Duration::from_millis(500)).min(Duration::from_secs(2));
+        tokio::time::sleep(wait).await;
+        answer = targets.send(make(), Duration::from_secs(10)).await;
+    }
+    answer
+}
+
 async fn bounded<T, F: std::future::Future<Output = T>>(checks: Vec<F>) -> Vec<T> {
     use futures::StreamExt;
     futures::stream::iter(checks).buffer_unordered(8).collect().await
@@ -153,8 +169,10 @@ pub async fn check_reports(safety: &mut Safety, targets: &Targets, api_key: &str
     let mut checks = Vec::new();
     for a in analyses {
         for (node, _) in &targets.nodes {
-            let req = key.apply(targets.get(&format!("node{node}"), &format!("/v1/subjects/{}/analyses", a.subject)));
-            checks.push(async move { (a, *node, targets.send(req, Duration::from_secs(10)).await) });
+            let path = format!("/v1/subjects/{}/analyses", a.subject);
+            let key = &key;
+            let make = move || key.apply(targets.get(&format!("node{node}"), &path));
+            checks.push(async move { (a, *node, send_settled(targets, make).await) });
         }
     }
     for (a, node, answer) in bounded(checks).await {
@@ -164,7 +182,12 @@ pub async fn check_reports(safety: &mut Safety, targets: &Targets, api_key: &str
             .map(|v| v.iter().filter_map(|r| r["id"].as_str()).collect())
             .unwrap_or_default();
         match (total, &a.report_id) {
-            (None, _) => safety.find(format!("series of {} on node{node}: {:?}", a.subject, answer.status)),
+            (None, _) => safety.find(format!(
+                "series of {} on node{node}: {:?} {}",
+                a.subject,
+                answer.status,
+                answer.body["detail"].as_str().unwrap_or("")
+            )),
             (Some(n), _) if n > 1 => {
                 safety.duplicate_reports += 1;
                 safety.find(format!("key {} made {n} reports (node{node})", a.key));
