@@ -26,8 +26,8 @@ import time
 import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CLUSTER_DIR, IFU = sys.argv[1], sys.argv[2]
@@ -105,11 +105,30 @@ def fill(field_id, value):
     el.send_keys(value)
 
 
+def replaced(old):
+    """A wait condition: `old` no longer belongs to the current document."""
+
+    def predicate(_driver):
+        try:
+            old.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            # chromedriver sometimes reports a node of a replaced document as an inspector
+            # error rather than as a stale element; it means the same.
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+
+    return predicate
+
+
 def click_and_wait(element):
     """Clicks and waits for the next page to replace this one."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 60).until(EC.staleness_of(old))
+    WebDriverWait(driver, 60).until(replaced(old))
     WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
