@@ -58,9 +58,14 @@ fn cpu_seconds(pid: &str) -> f64 {
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) as f64 / hz
+    ticks_to_seconds(ticks(11) + ticks(12))
+}
+
+/// Kernel clock ticks (`/proc` accounting) as seconds.
+fn ticks_to_seconds(ticks: u64) -> f64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    ticks as f64 / hz
 }
 
 fn total_cpu(pids: &[u32]) -> f64 {
@@ -183,8 +188,7 @@ fn machine_cpu_seconds() -> f64 {
     let busy = |i: usize| v.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal: everything but idle and iowait.
     let ticks = busy(0) + busy(1) + busy(2) + busy(5) + busy(6) + busy(7);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-    ticks as f64 / hz
+    ticks_to_seconds(ticks)
 }
 
 async fn measure(t: &Arc<Target>, clients: usize, seconds: u64, server_pids: &[u32]) -> Round {
